@@ -1,0 +1,43 @@
+"""nbdeploy: deploy a model from a live notebook session to a BentoML endpoint in one call."""
+
+from __future__ import annotations
+
+from ._api import deploy, deployments, get, rollback
+from .deployment import Deployment
+from .errors import (
+    CaptureError,
+    DeploymentNotFound,
+    NbdeployError,
+    PackagingError,
+    PredictionError,
+    SchemaError,
+    SecretFoundError,
+    TargetError,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CaptureError",
+    "Deployment",
+    "DeploymentNotFound",
+    "NbdeployError",
+    "PackagingError",
+    "PredictionError",
+    "SchemaError",
+    "SecretFoundError",
+    "TargetError",
+    "__version__",
+    "deploy",
+    "deployments",
+    "get",
+    "load_ipython_extension",
+    "rollback",
+]
+
+
+def load_ipython_extension(ipython) -> None:  # type: ignore[no-untyped-def]
+    """``%load_ext nbdeploy``: registers %deploy, %deployments, %undeploy (imported lazily)."""
+    from .magics import register
+
+    register(ipython)

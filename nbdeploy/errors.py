@@ -1,0 +1,47 @@
+"""One exception hierarchy, so callers (and the magics) can tell user errors from bugs."""
+
+from __future__ import annotations
+
+
+class NbdeployError(Exception):
+    """Base of every error nbdeploy raises on purpose; ``hint`` says what to do about it."""
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return f"{self.message} (hint: {self.hint})" if self.hint else self.message
+
+
+class CaptureError(NbdeployError):
+    """The object, its sample or its environment cannot be captured."""
+
+
+class SchemaError(CaptureError):
+    """The sample cannot describe the model's input."""
+
+
+class SecretFoundError(CaptureError):
+    """A credential would end up in the artifact."""
+
+
+class PackagingError(NbdeployError):
+    """The bento could not be built."""
+
+
+class TargetError(NbdeployError):
+    """The target could not start, reach or stop the service."""
+
+
+class DeploymentNotFound(NbdeployError):
+    """No deployment (or version) by that name in the registry."""
+
+
+class PredictionError(NbdeployError):
+    """The service refused or failed a prediction; ``status`` is the HTTP status."""
+
+    def __init__(self, message: str, *, status: int, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.status = status

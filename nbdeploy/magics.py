@@ -1,0 +1,86 @@
+"""``%deploy``, ``%deployments``, ``%undeploy``: thin parsing over the public API.
+
+User errors (nbdeploy's own exceptions, unknown variables) surface as IPython ``UsageError``:
+one clear line, no traceback, and still a failed cell, so papermill stops on them.
+"""
+
+from __future__ import annotations
+
+import shlex
+from typing import Any
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, line_magic, magics_class
+from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from IPython.display import display
+
+from . import _api
+from .errors import NbdeployError
+
+
+def _user_error(exc: NbdeployError) -> UsageError:
+    return UsageError(f"{type(exc).__name__}: {exc.message}" + (f"\nhint: {exc.hint}" if exc.hint else ""))
+
+
+@magics_class
+class DeployMagics(Magics):
+    def _lookup(self, name: str, what: str) -> Any:
+        ns = self.shell.user_ns if self.shell is not None else {}
+        if name not in ns:
+            raise UsageError(f"{what} '{name}' is not defined in this notebook (run the cell that creates it first)")
+        return ns[name]
+
+    def _parse(self, magic: Any, line: str) -> Any:
+        try:
+            return parse_argstring(magic, line)
+        except UsageError:
+            raise
+        except SystemExit as exc:  # argparse on bad input
+            raise UsageError(f"could not parse '{line}': see %{magic.__name__}?") from exc
+
+    @magic_arguments()
+    @argument("model", help="variable holding the fitted model, pipeline or function")
+    @argument("--name", "-n", required=True, help="deployment name (lowercase letters, digits, '-')")
+    @argument("--sample", "-s", required=True, help="variable holding sample input (e.g. X_train)")
+    @argument("--target", "-t", default="local", help="where to run it (default: local)")
+    @argument("--port", "-p", type=int, default=None, help="port for the local target (default: a free one)")
+    @argument("--requirements", "-r", default=None, help="extra pins, comma-separated (e.g. 'xgboost==2.1.0')")
+    @line_magic
+    def deploy(self, line: str) -> Any:
+        """Deploy a model from this notebook: %deploy model --name churn --sample X_train"""
+        args = self._parse(self.deploy, line)
+        model = self._lookup(args.model, "model")
+        sample = self._lookup(args.sample, "sample")
+        reqs = [r.strip() for r in args.requirements.split(",") if r.strip()] if args.requirements else None
+        try:
+            return _api.deploy(
+                model, name=args.name, sample=sample, target=args.target, port=args.port, requirements=reqs
+            )
+        except NbdeployError as exc:
+            raise _user_error(exc) from None
+
+    @magic_arguments()
+    @argument("--all", "-a", action="store_true", help="list every version, not only the current one")
+    @line_magic
+    def deployments(self, line: str) -> Any:
+        """List deployments and their status."""
+        args = self._parse(self.deployments, line)
+        return _api.deployments(all_versions=args.all)
+
+    @line_magic
+    def undeploy(self, line: str) -> None:
+        """Stop a deployment: %undeploy NAME"""
+        names = shlex.split(line)
+        if not names:
+            raise UsageError("usage: %undeploy NAME [NAME ...]")
+        for name in names:
+            try:
+                dep = _api.get(name)
+                dep.stop()
+            except NbdeployError as exc:
+                raise _user_error(exc) from None
+            display(dep)
+
+
+def register(ipython: Any) -> None:
+    ipython.register_magics(DeployMagics)

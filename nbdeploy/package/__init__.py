@@ -1,0 +1,81 @@
+"""Turn a ModelArtifact into a self-contained bento, built from a clean temporary directory."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..capture import ModelArtifact
+from ..errors import PackagingError
+
+RUNTIME_PACKAGE = "nbdeploy_runtime"
+SERVICE = f"{RUNTIME_PACKAGE}.service:NbdeployService"
+_RUNTIME_SRC = Path(__file__).resolve().parent.parent / "runtime"
+_build_lock = threading.Lock()
+
+
+@dataclass(frozen=True)
+class BentoRef:
+    tag: str
+    path: Path
+
+
+def bento_env() -> dict[str, str]:
+    """Environment for anything BentoML runs: no usage tracking (no network here, nor for many users)."""
+    return {"BENTOML_DO_NOT_TRACK": "True"}
+
+
+def _write_context(ctx: Path, artifact: ModelArtifact, service_name: str) -> None:
+    art = ctx / "artifact"
+    art.mkdir()
+    (art / "model.pkl").write_bytes(artifact.payload)
+    (art / "meta.json").write_text(json.dumps(artifact.meta(service_name), indent=1))
+    shutil.copytree(_RUNTIME_SRC, ctx / RUNTIME_PACKAGE, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+
+
+def _forget_runtime_modules() -> None:
+    # BentoML imports the service in-process to inspect it; a second build in the same kernel
+    # must import this build's copy, not the cached module of the previous one.
+    for mod in [m for m in sys.modules if m == RUNTIME_PACKAGE or m.startswith(RUNTIME_PACKAGE + ".")]:
+        del sys.modules[mod]
+
+
+def build_bento(artifact: ModelArtifact, name: str, version: int, store_dir: Path) -> BentoRef:
+    """Build the bento into ``store_dir`` (a BentoML store of nbdeploy's own) and return its tag and path."""
+    os.environ.update(bento_env())
+    import bentoml
+    from bentoml._internal.bento.bento import BentoStore
+
+    store_dir.mkdir(parents=True, exist_ok=True)
+    labels = {
+        "nbdeploy.name": name,
+        "nbdeploy.version": str(version),
+        "nbdeploy.sha256": artifact.sha256,
+        "nbdeploy.python": artifact.lineage["python"],
+    }
+    with _build_lock, tempfile.TemporaryDirectory(prefix="nbdeploy-build-") as tmp:
+        ctx = Path(tmp)
+        _write_context(ctx, artifact, name)
+        _forget_runtime_modules()
+        try:
+            bento = bentoml.bentos.build(
+                SERVICE,
+                name=f"nbdeploy-{name}",
+                version=f"v{version}-{artifact.sha256[:12]}",
+                labels=labels,
+                description=f"nbdeploy deployment '{name}', version {version}",
+                build_ctx=str(ctx),
+                python={"packages": artifact.requirements, "lock_packages": False},
+                _bento_store=BentoStore(str(store_dir)),
+            )
+        except Exception as exc:
+            raise PackagingError(f"BentoML could not build the bento: {type(exc).__name__}: {exc}") from exc
+        finally:
+            _forget_runtime_modules()
+    return BentoRef(tag=str(bento.tag), path=Path(bento.path))

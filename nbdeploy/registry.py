@@ -1,0 +1,166 @@
+"""The registry of deployments: one sqlite file, safe with several kernels writing at once.
+
+Each row is one version of a named deployment. Versions are allocated inside an IMMEDIATE
+transaction, so two kernels deploying the same name get different numbers.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from . import config
+from .errors import DeploymentNotFound
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS deployments (
+    name        TEXT NOT NULL,
+    version     INTEGER NOT NULL,
+    target      TEXT NOT NULL,
+    status      TEXT NOT NULL,
+    bento_tag   TEXT,
+    bento_path  TEXT,
+    url         TEXT,
+    port        INTEGER,
+    pid         INTEGER,
+    created_at  TEXT NOT NULL,
+    updated_at  TEXT NOT NULL,
+    info        TEXT NOT NULL DEFAULT '{}',
+    PRIMARY KEY (name, version)
+);
+"""
+
+#: Statuses a row can have. ``running`` rows own a live process; at most one per name.
+STARTING, RUNNING, STOPPED, FAILED = "starting", "running", "stopped", "failed"
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+@dataclass
+class Record:
+    name: str
+    version: int
+    target: str
+    status: str
+    bento_tag: str | None = None
+    bento_path: str | None = None
+    url: str | None = None
+    port: int | None = None
+    pid: int | None = None
+    created_at: str = ""
+    updated_at: str = ""
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> Record:
+        data = {k: row[k] for k in row.keys() if k != "rn"}  # noqa: SIM118 (Row iterates values)
+        data["info"] = json.loads(data["info"] or "{}")
+        return cls(**data)
+
+
+class Registry:
+    def __init__(self, path: Path | None = None) -> None:
+        self.path = path or config.home() / "registry.db"
+        with self._connect() as con:
+            con.executescript(_SCHEMA)
+        self.path.chmod(0o600)
+
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        con = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        con.row_factory = sqlite3.Row
+        try:
+            con.execute("PRAGMA journal_mode=WAL")
+            con.execute("PRAGMA busy_timeout=30000")
+            yield con
+        finally:
+            con.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._connect() as con:
+            con.execute("BEGIN IMMEDIATE")
+            try:
+                yield con
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+            con.execute("COMMIT")
+
+    def allocate(self, name: str, target: str, info: dict[str, Any]) -> Record:
+        """Reserve the next version number of ``name`` with status ``starting``."""
+        now = _now()
+        with self._tx() as con:
+            (last,) = con.execute("SELECT COALESCE(MAX(version), 0) FROM deployments WHERE name=?", (name,)).fetchone()
+            con.execute(
+                "INSERT INTO deployments (name, version, target, status, created_at, updated_at, info)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (name, last + 1, target, STARTING, now, now, json.dumps(info)),
+            )
+        return self.get(name, last + 1)
+
+    _FIELDS = ("target", "status", "bento_tag", "bento_path", "url", "port", "pid")
+
+    def update(self, name: str, version: int, **fields: Any) -> Record:
+        unknown = set(fields) - set(self._FIELDS) - {"info"}
+        if unknown:
+            raise ValueError(f"unknown registry fields: {sorted(unknown)}")
+        if "info" in fields:
+            fields["info"] = json.dumps(fields["info"])
+        cols = ", ".join(f"{k}=?" for k in fields)
+        with self._tx() as con:
+            cur = con.execute(
+                f"UPDATE deployments SET {cols}, updated_at=? WHERE name=? AND version=?",
+                (*fields.values(), _now(), name, version),
+            )
+            if cur.rowcount == 0:
+                raise DeploymentNotFound(f"no version {version} of deployment '{name}'")
+        return self.get(name, version)
+
+    def get(self, name: str, version: int | None = None) -> Record:
+        """One version; without ``version``, the running one, else the newest that is not failed."""
+        with self._connect() as con:
+            if version is not None:
+                row = con.execute("SELECT * FROM deployments WHERE name=? AND version=?", (name, version)).fetchone()
+            else:
+                row = con.execute(
+                    f"SELECT * FROM deployments WHERE name=? AND status != 'failed' {self._CURRENT} LIMIT 1",
+                    (name,),
+                ).fetchone()
+        if row is None:
+            what = f"version {version} of deployment '{name}'" if version else f"deployment '{name}'"
+            names = ", ".join(sorted({r.name for r in self.list()})) or "none yet"
+            raise DeploymentNotFound(f"no {what}", hint=f"known deployments: {names}")
+        return Record.from_row(row)
+
+    _CURRENT = "ORDER BY status = 'running' DESC, updated_at DESC, version DESC"
+
+    def list(self, name: str | None = None, all_versions: bool = False) -> list[Record]:
+        """Every version (``all_versions``) or, per name, the one ``get`` would return."""
+        where, args = ("WHERE name=?", (name,)) if name is not None else ("", ())
+        with self._connect() as con:
+            if all_versions:
+                rows = con.execute(f"SELECT * FROM deployments {where} ORDER BY name, version", args).fetchall()
+            else:
+                cond = f"{where} AND" if where else "WHERE"
+                rows = con.execute(
+                    f"SELECT * FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY name {self._CURRENT}) AS rn"
+                    f" FROM deployments {cond} status != 'failed') WHERE rn = 1 ORDER BY name",
+                    args,
+                ).fetchall()
+        return [Record.from_row(r) for r in rows]
+
+    def running(self, name: str) -> list[Record]:
+        with self._connect() as con:
+            rows = con.execute(
+                "SELECT * FROM deployments WHERE name=? AND status=? ORDER BY version", (name, RUNNING)
+            ).fetchall()
+        return [Record.from_row(r) for r in rows]

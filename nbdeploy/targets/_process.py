@@ -1,0 +1,111 @@
+"""Background processes in their own process group, tracked by PID so they outlive the kernel."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from ..errors import TargetError
+
+# Popen objects of servers this process started, so their exit status is reaped (no zombies).
+_children: dict[int, subprocess.Popen[bytes]] = {}
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def check_port(port: int, host: str = "127.0.0.1") -> None:
+    with socket.socket() as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            raise TargetError(
+                f"port {port} is in use on {host}", hint="pick another port, or leave it out to get a free one"
+            ) from None
+
+
+def spawn(cmd: Sequence[str], log_path: Path, env: dict[str, str], cwd: Path) -> int:
+    """Start ``cmd`` detached (new session), output appended to ``log_path``; return its PID."""
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(
+            list(cmd), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env=env, cwd=cwd, start_new_session=True,
+        )  # fmt: skip
+    _children[proc.pid] = proc
+    return proc.pid
+
+
+def _stat(pid: int) -> tuple[str, int] | None:
+    """(state, process group) of ``pid`` from /proc, or None if it does not exist."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = raw[raw.rindex(")") + 2 :].split()
+    return fields[0], int(fields[2])
+
+
+def _reap() -> None:
+    for pid, proc in list(_children.items()):
+        if proc.poll() is not None:
+            del _children[pid]
+
+
+def group_members(pgid: int) -> list[int]:
+    """Live (non-zombie) processes in process group ``pgid``."""
+    _reap()
+    members = []
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            st = _stat(int(entry.name))
+            if st and st[1] == pgid and st[0] != "Z":
+                members.append(int(entry.name))
+    return members
+
+
+def cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def is_alive(pid: int | None, marker: str) -> bool:
+    """True if ``pid`` runs and its command line contains ``marker`` (guards against PID reuse)."""
+    if not pid:
+        return False
+    _reap()
+    st = _stat(pid)
+    return st is not None and st[0] != "Z" and marker in cmdline(pid)
+
+
+def stop_group(pgid: int, grace_s: float = 10.0) -> None:
+    """SIGTERM the whole group, then SIGKILL what is left after ``grace_s``; wait until none is left."""
+    for sig, wait in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(pgid, sig)
+        except ProcessLookupError:
+            return
+        end = time.monotonic() + wait
+        while time.monotonic() < end:
+            if not group_members(pgid):
+                return
+            time.sleep(0.05)
+    if group_members(pgid):
+        raise TargetError(f"processes {group_members(pgid)} of group {pgid} survived SIGKILL")
+
+
+def tail(path: Path, lines: int) -> str:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])

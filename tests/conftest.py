@@ -1,0 +1,88 @@
+"""Shared fixtures: an isolated NBDEPLOY_HOME, notebook-like namespaces, and a leak check.
+
+Every test that starts a server stops it by PID; the session fixture below also fails the run if
+any process started under the test home is still alive at the end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _processes_under(home: Path) -> list[tuple[int, str]]:
+    found = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmd = Path(f"/proc/{entry.name}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            state = Path(f"/proc/{entry.name}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if str(home) in cmd and state != "Z":
+            found.append((int(entry.name), cmd))
+    return found
+
+
+def _stop_everything() -> None:
+    import nbdeploy
+
+    for rec in nbdeploy.deployments(all_versions=True).itertuples():
+        if rec.status == "running":
+            nbdeploy.get(rec.name, rec.version).stop()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def nbdeploy_home(tmp_path_factory: pytest.TempPathFactory):
+    home = tmp_path_factory.mktemp("nbdeploy-home")
+    os.environ["NBDEPLOY_HOME"] = str(home)
+    yield home
+    _stop_everything()
+    left = _processes_under(home)
+    for pid, _ in left:
+        with contextlib.suppress(OSError):
+            os.killpg(pid, 9)
+    assert not left, f"processes left behind by the tests: {left}"
+
+
+@pytest.fixture
+def stop_after():
+    """Collects deployments a test makes and stops them even when the test fails."""
+    made: list[Any] = []
+    yield made.append
+    for dep in made:
+        if dep.status() == "running":
+            dep.stop()
+
+
+def notebook(code: str) -> dict[str, Any]:
+    """Run ``code`` the way a notebook cell runs it: in a namespace whose module is ``__main__``."""
+    ns: dict[str, Any] = {"__name__": "__main__"}
+    exec(compile(textwrap.dedent(code), "<notebook-cell>", "exec"), ns)
+    return ns
+
+
+@pytest.fixture(scope="session")
+def churn_data() -> tuple[pd.DataFrame, pd.Series]:
+    rng = np.random.default_rng(42)
+    n = 600
+    X = pd.DataFrame(
+        {
+            "tenure": rng.integers(0, 72, n),
+            "monthly": rng.normal(70, 20, n).round(2),
+            "support_calls": rng.poisson(2, n),
+            "plan": rng.choice(["basic", "plus", "pro"], n),
+        }
+    )
+    y = ((X.support_calls > 2) & (X.tenure < 24) | (X.monthly > 95)).astype(int)
+    return X, y
