@@ -43,12 +43,10 @@ def is_ready(url: str, timeout: float = 2.0) -> bool:
 def wait_ready(url: str, alive: Callable[[], bool], deadline_s: float) -> bool:
     """Poll ``/readyz`` until it answers 200, the process dies, or the deadline passes."""
     end = time.monotonic() + deadline_s
-    delay = 0.05
     while time.monotonic() < end:
         if is_ready(url, timeout=1.0):
             return True
         if not alive():
             return False
-        time.sleep(delay)
-        delay = min(delay * 1.5, 0.5)
+        time.sleep(0.05)
     return False
