@@ -6,9 +6,10 @@ notebook ran with (BentoML's own locking would pick the newest compatible versio
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import sys
-from functools import lru_cache
 from importlib import metadata
 
 from packaging.markers import default_environment
@@ -24,14 +25,32 @@ def _canon(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
-@lru_cache(maxsize=1)
-def _module_owners() -> dict[str, list[str]]:
-    return metadata.packages_distributions()
+_owners_cache: tuple[tuple[tuple[str, int], ...], dict[str, list[str]]] | None = None
+
+
+def module_owners() -> dict[str, list[str]]:
+    """``importlib.metadata.packages_distributions()``, cached until an install changes sys.path's folders.
+
+    The scan costs most of a second in a big environment; a folder's mtime changes when a
+    distribution is installed into or removed from it, so the cache cannot go stale unnoticed.
+    """
+    global _owners_cache
+    key = tuple((p, _mtime(p) if p.endswith(("site-packages", "dist-packages")) else 0) for p in sys.path)
+    if _owners_cache is None or _owners_cache[0] != key:
+        _owners_cache = (key, metadata.packages_distributions())
+    return _owners_cache[1]
+
+
+def _mtime(path: str) -> int:
+    try:
+        return os.stat(path or ".").st_mtime_ns
+    except OSError:
+        return -1
 
 
 def distributions_for(modules: set[str]) -> set[str]:
     """Distributions that provide the given (dotted) module names; stdlib and ``__main__`` skipped."""
-    owners = _module_owners()
+    owners = module_owners()
     dists: set[str] = set()
     for mod in modules:
         top = mod.partition(".")[0]
@@ -81,12 +100,43 @@ def pin_closure(roots: set[str]) -> list[str]:
     return sorted(pins.values())
 
 
+def _origin(name: str) -> str | None:
+    """Where a distribution was installed from when that was not an index (PEP 610), else None."""
+    dist = metadata.distribution(name)
+    raw = dist.read_text("direct_url.json")
+    if not raw:
+        return None
+    info = json.loads(raw)
+    url = info.get("url", "")
+    if "vcs_info" in info or "dir_info" in info or url.startswith("file:"):
+        return url
+    return None
+
+
 def requirements_for(modules: set[str], extra: list[str] | None = None) -> list[str]:
-    """The pinned requirements for an object that referenced ``modules``."""
+    """The pinned requirements for an object that referenced ``modules``.
+
+    ``extra`` requirements replace the pin of the distribution they name; a distribution installed
+    from a local path or a VCS checkout cannot be pinned from PyPI and must be named there.
+    """
     roots = distributions_for(modules) | set(RUNTIME_DISTRIBUTIONS)
-    roots.discard("bentoml")
+    roots -= {"bentoml", "nbdeploy"}
     pins = pin_closure(roots)
-    if extra:
-        named = {_canon(Requirement(r).name) for r in extra}
-        pins = [p for p in pins if p.partition("==")[0] not in named] + list(extra)
-    return pins
+    named = {_canon(Requirement(r).name) for r in extra or []}
+    unpinnable = []
+    for pin in pins:
+        name, _, version = pin.partition("==")
+        origin = _origin(name) if name not in named else None
+        if origin:
+            unpinnable.append((name, version, origin))
+    if unpinnable:
+        name, version, origin = unpinnable[0]
+        others = f" (also: {', '.join(n for n, _, _ in unpinnable[1:])})" if len(unpinnable) > 1 else ""
+        raise CaptureError(
+            f"package '{name}' {version} is needed by the model but was installed from {origin}, "
+            f"which the service cannot install from PyPI{others}",
+            hint=f"name where to get it: requirements=['{name} @ https://.../{name}-{version}-py3-none-any.whl'] "
+            f"or requirements=['{name}=={version}'] if it is on your index, or build a wheel and pass "
+            f"wheels=['dist/{name}-{version}-py3-none-any.whl']",
+        )
+    return [p for p in pins if p.partition("==")[0] not in named] + list(extra or [])

@@ -13,11 +13,12 @@ import sysconfig
 import types
 from collections.abc import Iterator
 from contextlib import contextmanager
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import cloudpickle
+
+from .deps import module_owners
 
 _PROTOCOL = 5
 
@@ -31,7 +32,7 @@ def _installed_roots() -> list[Path]:
 
 def local_modules() -> dict[str, types.ModuleType]:
     """Top-level modules loaded from files that no installed distribution owns."""
-    owned = metadata.packages_distributions()
+    owned = module_owners()
     roots = _installed_roots()
     found: dict[str, types.ModuleType] = {}
     for name, mod in list(sys.modules.items()):
