@@ -1,0 +1,277 @@
+"""The container target: an image built from the bento with BentoML's containerize, run with podman or docker.
+
+The image starts from a local base image (``_baseimage``) instead of BentoML's default ``python:X.Y-slim``
+plus build-essential and git: nothing is pulled, and the image is half the size. The container publishes
+its port on 127.0.0.1 only, restarts on failure, and runs under an init so a stop is quick.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from .. import config
+from ..errors import ImageBuildError, TargetError
+from ..package import bento_env
+from ..registry import Record
+from . import _baseimage, _process
+from ._engine import Engine, engine_named, find_engine
+from .base import Running, is_ready, service_env, wait_ready
+
+READY_DEADLINE_S = 120.0
+BUILD_TIMEOUT_S = 1800.0
+SERVICE_PORT = 3000  # BentoML's port inside the image
+RESTART = "unless-stopped"
+DATA_MOUNT = "/var/lib/nbdeploy"  # deployments/NAME inside the container: API key hashes, request log
+BENTO_UID = 1034  # the user BentoML's Dockerfile creates and runs as
+_UP = {"created", "configured", "initialized", "running"}
+STARTUP_FAILED = "Application startup failed"
+
+
+def container_name(record: Record) -> str:
+    return f"nbdeploy-{record.name}-v{record.version}"
+
+
+def image_tag(record: Record) -> str:
+    """The image's name: the bento's tag (``nbdeploy-NAME:vVERSION-SHA``), lowercase as engines want it."""
+    return (record.bento_tag or f"nbdeploy-{record.name}:v{record.version}").lower()
+
+
+def _recorded(record: Record) -> dict[str, Any]:
+    return dict(record.info.get("container") or {})
+
+
+def _dir(record: Record) -> Path:
+    return config.deployment_dir(record.name, record.version)
+
+
+class ContainerTarget:
+    name = "container"
+
+    def __init__(self, engine: str | None = None, base_image: str | None = None) -> None:
+        self._engine_name = engine
+        self._base_image = base_image
+        self._engine: Engine | None = None
+
+    # -- before the bento is built -------------------------------------------------------------------------------
+
+    def _find(self) -> Engine:
+        if self._engine is None:
+            self._engine = find_engine(self._engine_name)
+        return self._engine
+
+    def prepare(self) -> dict[str, Any]:
+        """Check engine and base image before anything is built; return the bento's image options."""
+        base = _baseimage.resolve(self._find(), _baseimage.configured(self._base_image))
+        return {"image": {"base_image": base, "distro": "custom", "python_version": _baseimage.session_python()}}
+
+    # -- the Target protocol -------------------------------------------------------------------------------------
+
+    def _engine_for(self, record: Record) -> Engine:
+        recorded = _recorded(record).get("engine")
+        if self._engine is None and recorded and not self._engine_name:
+            return engine_named(recorded)
+        return self._find()
+
+    def deploy(self, record: Record, bento_path: str, port: int | None = None) -> Running:
+        engine = self._engine_for(record)
+        if port is None:
+            port = _process.free_port()
+        else:
+            _process.check_port(port)
+        info = {"engine": engine.name, **self._image(engine, record)}
+        name = container_name(record)
+        self._clear_name(engine, name)
+        labels = {"nbdeploy.name": record.name, "nbdeploy.version": str(record.version), "nbdeploy.home": _home()}
+        cmd = ["run", "-d", "--name", name, "--init", "--restart", RESTART, "--pull", "never"]
+        cmd += ["-p", f"127.0.0.1:{port}:{SERVICE_PORT}"]
+        cmd += [a for k, v in labels.items() for a in ("--label", f"{k}={v}")]
+        cmd += ["-v", _data_volume(record)]
+        cmd += [a for k, v in {**bento_env(), **service_env(record, DATA_MOUNT)}.items() for a in ("-e", f"{k}={v}")]
+        t0 = time.perf_counter()
+        container_id = engine.run([*cmd, info["image_id"]]).stdout.strip()
+        url = f"http://127.0.0.1:{port}"
+        try:
+            ready = wait_ready(url, lambda: _alive(engine, name), READY_DEADLINE_S, _startup_failed(engine, name))
+        except BaseException:  # interrupted: leave no container behind
+            _remove(engine, name, _dir(record))
+            raise
+        if not ready:
+            log = _remove(engine, name, _dir(record))
+            raise TargetError(
+                f"the container for '{record.name}' v{record.version} did not become ready on {url}",
+                hint="container log:\n" + _process.tail(log, 30),
+            )
+        info.update(container=name, container_id=container_id, ready_s=round(time.perf_counter() - t0, 2))
+        return Running(url=url, port=port, info={"container": info})
+
+    def status(self, record: Record) -> str:
+        """Called for versions the registry holds as running: a container gone or exited means it failed."""
+        state = _state(self._engine_for(record), record)
+        if state is None or state[0] not in _UP | {"restarting", "paused"}:
+            return "failed"
+        return "running" if state[0] == "running" and record.url and is_ready(record.url) else "unhealthy"
+
+    def logs(self, record: Record, lines: int = 200) -> str:
+        engine = self._engine_for(record)
+        name = _recorded(record).get("container") or container_name(record)
+        if engine.container_state(name) is not None:
+            return _container_logs(engine, name, lines)
+        return _process.tail(_dir(record) / "container.log", lines)
+
+    def stop(self, record: Record) -> None:
+        engine = self._engine_for(record)
+        name = _recorded(record).get("container") or container_name(record)
+        _remove(engine, name, _dir(record))
+        if engine.container_state(name) is not None:
+            raise TargetError(
+                f"could not remove container {name} of '{record.name}'", hint=f"`{engine.name} rm -f {name}`"
+            )
+
+    # -- extras --------------------------------------------------------------------------------------------------
+
+    def export(self, record: Record, path: str | Path) -> list[Path]:
+        """Write the image archive (``ENGINE load -i``) and the bento archive (``bentoml import``) into ``path``."""
+        rec = _recorded(record)
+        engine = self._engine_for(record)
+        if not rec.get("image_id") or engine.image_id(rec["image_id"]) is None:
+            raise TargetError(
+                f"'{record.name}' v{record.version} has no image in {engine.name}",
+                hint="deploy it with target='container' (or roll back to it) to build the image first",
+            )
+        out = Path(path)
+        out.mkdir(parents=True, exist_ok=True)
+        stem = f"nbdeploy-{record.name}-v{record.version}"
+        image_archive = out / f"{stem}.image.tar"
+        image_archive.unlink(missing_ok=True)
+        engine.run(["save", "-o", str(image_archive), rec["image"]], timeout=BUILD_TIMEOUT_S)
+        return [image_archive, _export_bento(record, out / f"{stem}.bento")]
+
+    # -- image ---------------------------------------------------------------------------------------------------
+
+    def _image(self, engine: Engine, record: Record) -> dict[str, Any]:
+        """The image to run: the one recorded if the engine still has it, else a new build."""
+        rec = _recorded(record)
+        if rec.get("image_id") and engine.image_id(rec["image_id"]):
+            return {k: rec[k] for k in ("image", "image_id", "build_s") if k in rec}
+        if not record.bento_tag:
+            raise TargetError(f"'{record.name}' v{record.version} has no bento to build an image from")
+        tag = image_tag(record)
+        t0 = time.perf_counter()
+        _containerize(engine, record.bento_tag, tag, _dir(record) / "build.log")
+        image_id = engine.image_id(tag)
+        if image_id is None:
+            raise ImageBuildError(f"the build of {tag} reported success but {engine.name} has no such image")
+        return {"image": tag, "image_id": image_id, "build_s": round(time.perf_counter() - t0, 1)}
+
+    def _clear_name(self, engine: Engine, name: str) -> None:
+        """Remove a leftover container of this name made from this NBDEPLOY_HOME; refuse to touch anyone else's."""
+        if engine.container_state(name) is None:
+            return
+        owner = engine.run(["container", "inspect", "--format", '{{index .Config.Labels "nbdeploy.home"}}', name])
+        if owner.stdout.strip() != _home():
+            raise TargetError(
+                f"a container named {name} already exists (not made from this NBDEPLOY_HOME)",
+                hint=f"remove it (`{engine.name} rm -f {name}`) or deploy under another name",
+            )
+        engine.remove(name, grace_s=0)
+
+
+def _data_volume(record: Record) -> str:
+    """``deployments/NAME`` (keys.json, vN/) mounted where ``service_env`` says; vN/ writable by the image's user."""
+    version_dir = _dir(record)
+    try:
+        os.chown(version_dir, BENTO_UID, BENTO_UID)
+    except PermissionError:  # not root (rootless podman): NBDEPLOY_HOME is 0700, so only the container gains
+        version_dir.chmod(0o777)
+    return f"{version_dir.parent}:{DATA_MOUNT}"
+
+
+def _home() -> str:
+    return str(config.home().resolve())
+
+
+def _state(engine: Engine, record: Record) -> tuple[str, int] | None:
+    return engine.container_state(_recorded(record).get("container") or container_name(record))
+
+
+def _alive(engine: Engine, name: str) -> bool:
+    """Still starting or up; a restart during startup counts as a crash."""
+    state = engine.container_state(name)
+    return state is not None and state[0] in _UP and state[1] == 0
+
+
+def _startup_failed(engine: Engine, name: str) -> Callable[[], bool]:
+    """BentoML keeps its arbiter (so the container) up when the service fails to start: read the log, once a second."""
+    last = [0.0]
+
+    def check() -> bool:
+        if time.monotonic() - last[0] < 1.0:
+            return False
+        last[0] = time.monotonic()
+        return STARTUP_FAILED in _container_logs(engine, name, 40)
+
+    return check
+
+
+def _container_logs(engine: Engine, name: str, lines: int) -> str:
+    proc = subprocess.run(
+        [engine.binary, "logs", "--tail", str(lines), name],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=engine.env(), timeout=60,
+    )  # fmt: skip
+    return proc.stdout.rstrip("\n")
+
+
+def _remove(engine: Engine, name: str, keep_logs_in: Path) -> Path:
+    """Save the container's log beside the deployment (``logs()`` still works after stop), then remove it."""
+    log = keep_logs_in / "container.log"
+    if engine.container_state(name) is not None:
+        with contextlib.suppress(OSError):  # a log we cannot keep must not keep the container alive
+            log.write_text(_container_logs(engine, name, 5000) + "\n")
+        engine.remove(name)
+    return log
+
+
+def _containerize(engine: Engine, bento_tag: str, image: str, log: Path) -> None:
+    """``bentoml containerize`` with ``engine`` as backend, from nbdeploy's bento store; output goes to ``log``."""
+    with tempfile.TemporaryDirectory(prefix="nbdeploy-bentoml-") as tmp:
+        (Path(tmp) / "bentos").symlink_to(config.bento_store().resolve(), target_is_directory=True)
+        env = {**engine.env(), **bento_env(), "BENTOML_HOME": tmp}
+        env["PATH"] = os.pathsep.join([str(Path(engine.binary).parent), env.get("PATH", "")])
+        cmd = [sys.executable, "-m", "bentoml", "containerize", bento_tag, "--backend", engine.name]
+        cmd += ["--image-tag", image, "--opt", f"label=nbdeploy.home={_home()}"]
+        with open(log, "wb") as out:
+            proc = subprocess.Popen(
+                cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True
+            )
+            try:
+                returncode = proc.wait(timeout=BUILD_TIMEOUT_S)
+            except BaseException as exc:  # timeout or interrupt: the engine's build must not go on without us
+                _process.stop_group(proc.pid, grace_s=5.0)
+                proc.wait()
+                if isinstance(exc, subprocess.TimeoutExpired):
+                    raise ImageBuildError(f"the image build of {image} took over {BUILD_TIMEOUT_S:.0f} s") from None
+                raise
+    if returncode != 0:
+        raise ImageBuildError(
+            f"building the image {image} with {engine.name} failed (exit {returncode}); full log: {log}",
+            hint="last lines of the build log:\n" + _process.tail(log, 25),
+        )
+
+
+def _export_bento(record: Record, dest: Path) -> Path:
+    import bentoml
+    from bentoml._internal.bento.bento import BentoStore
+
+    if not record.bento_tag:
+        raise TargetError(f"'{record.name}' v{record.version} has no bento")
+    dest.unlink(missing_ok=True)
+    path = bentoml.bentos.export_bento(record.bento_tag, str(dest), _bento_store=BentoStore(str(config.bento_store())))
+    return Path(path)
