@@ -1,0 +1,116 @@
+"""Read a deployment's request log (written by the service's recorder) as pandas frames."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..runtime.recorder import DB_NAME, connect
+from ..runtime.schema import InputError, to_model_input
+
+REFERENCE = "reference.pkl"
+
+
+class RequestLog:
+    """Read-only view of ``requests.db`` in a deployment's data folder."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = Path(directory)
+        self.path = self.directory / DB_NAME
+
+    def _query(self, sql: str, args: tuple[Any, ...] = ()) -> pd.DataFrame:
+        if not self.path.exists():
+            return pd.DataFrame()
+        con = connect(self.path, readonly=True)
+        try:
+            return pd.read_sql_query(sql, con, params=args)
+        finally:
+            con.close()
+
+    def requests(self, since: float = 0.0) -> pd.DataFrame:
+        """One row per recorded request: id, time, latency, status, rows."""
+        frame = self._query(
+            "SELECT request_id, ts, latency_ms, status, n_rows, error FROM requests WHERE ts >= ? ORDER BY ts",
+            (since,),
+        )
+        if frame.empty:
+            return pd.DataFrame(columns=["request_id", "ts", "latency_ms", "status", "n_rows", "error", "time"])
+        frame["time"] = pd.to_datetime(frame["ts"], unit="s", utc=True)
+        return frame
+
+    def recent_rows(self, schema: dict[str, Any], max_rows: int = 5000) -> tuple[pd.DataFrame, np.ndarray]:
+        """The latest successful requests' input rows (as the model saw them) and their predictions."""
+        frame = self._query(
+            "SELECT inputs, outputs FROM requests WHERE status = 200 ORDER BY ts DESC LIMIT ?", (max_rows,)
+        )
+        blocks: list[tuple[pd.DataFrame, list[Any]]] = []  # newest first
+        total = 0
+        for inputs, outputs in frame.itertuples(index=False, name=None) if not frame.empty else ():
+            try:
+                rows = to_model_input(json.loads(inputs), schema)
+            except (InputError, ValueError, TypeError):
+                continue
+            out = json.loads(outputs)
+            n = min(len(rows), len(out))
+            blocks.append((pd.DataFrame(rows[:n]) if isinstance(rows, np.ndarray) else rows[:n], out[:n]))
+            total += n
+            if total >= max_rows:
+                break
+        if not blocks:
+            return pd.DataFrame(), np.array([])
+        blocks.reverse()
+        data = pd.concat([b[0] for b in blocks], ignore_index=True)
+        return data, np.asarray([p for b in blocks for p in b[1]])
+
+    def feedback(self) -> pd.DataFrame:
+        """Predictions joined with ground truth, one row per labelled row: time, y_pred, y_true."""
+        frame = self._query(
+            "SELECT r.ts AS ts, r.outputs AS outputs, f.y_true AS y_true, f.ts AS feedback_ts"
+            " FROM feedback f JOIN requests r ON r.request_id = f.request_id ORDER BY r.ts"
+        )
+        rows = []
+        for ts, outputs, y_true in zip(
+            frame.get("ts", []), frame.get("outputs", []), frame.get("y_true", []), strict=False
+        ):
+            preds, truth = json.loads(outputs), json.loads(y_true)
+            truth = truth if isinstance(truth, list) else [truth]
+            rows.extend({"ts": ts, "y_pred": p, "y_true": t} for p, t in zip(preds, truth, strict=False))
+        out = pd.DataFrame(rows, columns=["ts", "y_pred", "y_true"])
+        out["time"] = pd.to_datetime(out["ts"], unit="s", utc=True)
+        return out
+
+
+def save_reference(directory: Path, sample: pd.DataFrame | np.ndarray, predictions: Any) -> None:
+    """Keep the deploy-time sample and its predictions beside the request log, for drift."""
+    frame = sample if isinstance(sample, pd.DataFrame) else pd.DataFrame(sample)
+    pd.to_pickle({"inputs": frame, "predictions": np.asarray(predictions)}, directory / REFERENCE)
+
+
+def load_reference(directory: Path) -> tuple[pd.DataFrame, np.ndarray] | None:
+    path = Path(directory) / REFERENCE
+    if not path.exists():
+        return None
+    ref = pd.read_pickle(path)
+    return ref["inputs"], ref["predictions"]
+
+
+def accuracy_over_time(joined: pd.DataFrame, freq: str = "1min") -> pd.DataFrame:
+    """Accuracy (labels) or mean absolute error (numbers) per time bucket, with counts."""
+    if joined.empty:
+        return pd.DataFrame(columns=["metric", "value", "n"])
+    numeric = pd.api.types.is_float_dtype(pd.Series(joined["y_true"]).infer_objects())
+    series = joined.set_index("time")
+    if numeric:
+        err = (pd.to_numeric(series["y_pred"]) - pd.to_numeric(series["y_true"])).abs()
+        grouped = err.resample(freq).agg(["mean", "count"])
+        metric = "mae"
+    else:
+        hit = (series["y_pred"].astype(str) == series["y_true"].astype(str)).astype(float)
+        grouped = hit.resample(freq).agg(["mean", "count"])
+        metric = "accuracy"
+    grouped = grouped[grouped["count"] > 0]
+    return pd.DataFrame({"metric": metric, "value": grouped["mean"], "n": grouped["count"].astype(int)})

@@ -1,0 +1,162 @@
+"""Append-only record of prediction requests and ground truth, for the monitoring panels.
+
+The request path only does ``queue.put_nowait``: serialisation and sqlite writes happen in a
+background thread, and when the queue is full the record is dropped and counted, so recording
+can never slow down or fail a prediction. Several worker processes may write one database (WAL).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import random
+import sqlite3
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+DB_NAME = "requests.db"
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS requests (
+    request_id  TEXT PRIMARY KEY,
+    ts          REAL NOT NULL,
+    latency_ms  REAL NOT NULL,
+    status      INTEGER NOT NULL,
+    n_rows      INTEGER NOT NULL,
+    inputs      TEXT,
+    outputs     TEXT,
+    error       TEXT
+);
+CREATE INDEX IF NOT EXISTS requests_ts ON requests (ts);
+CREATE TABLE IF NOT EXISTS feedback (
+    request_id  TEXT NOT NULL,
+    ts          REAL NOT NULL,
+    y_true      TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS feedback_request ON feedback (request_id);
+"""
+
+
+def connect(path: Path, readonly: bool = False) -> sqlite3.Connection:
+    if readonly:
+        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
+    else:
+        con = sqlite3.connect(path, timeout=30)
+        con.execute("PRAGMA journal_mode=WAL")
+    con.execute("PRAGMA busy_timeout=10000")
+    return con
+
+
+class Recorder:
+    """Bounded, lossy-under-pressure request log; ``dropped`` counts what pressure cost."""
+
+    def __init__(
+        self,
+        directory: str | os.PathLike[str] | None,
+        sample_rate: float = 1.0,
+        retention_s: float = 7 * 86400,
+        max_queue: int = 10_000,
+        max_rows: int = 1_000,
+    ) -> None:
+        self.enabled = directory is not None and sample_rate > 0
+        self.sample_rate = sample_rate
+        self.retention_s = retention_s
+        self.max_rows = max_rows  # rows of one request kept for drift; the rest are counted only
+        self.dropped = 0
+        self.written = 0
+        self._queue: queue.Queue[tuple[str, tuple[Any, ...]]] = queue.Queue(maxsize=max_queue)
+        if not self.enabled:
+            return
+        self.path = Path(directory) / DB_NAME  # type: ignore[arg-type]
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with connect(self.path) as con:
+            con.executescript(SCHEMA)
+        self._thread = threading.Thread(target=self._drain, name="nbdeploy-recorder", daemon=True)
+        self._thread.start()
+
+    def _put(self, item: tuple[str, tuple[Any, ...]]) -> None:
+        try:
+            self._queue.put_nowait(item)
+        except queue.Full:
+            self.dropped += 1
+
+    def request(
+        self, request_id: str, latency_ms: float, status: int, inputs: Any, outputs: Any, error: str | None = None
+    ) -> None:
+        """Queue one request's record (errors are always kept; successes are sampled)."""
+        if not self.enabled or (status == 200 and self.sample_rate < 1 and random.random() >= self.sample_rate):
+            return
+        self._put(("request", (request_id, time.time(), latency_ms, status, inputs, outputs, error)))
+
+    def feedback(self, items: list[tuple[str, Any]]) -> None:
+        if self.enabled:
+            now = time.time()
+            for request_id, y_true in items:
+                self._put(("feedback", (request_id, now, y_true)))
+
+    def _rows(self, inputs: Any) -> tuple[int, Any]:
+        """Row count and the (capped) inputs to keep."""
+        if isinstance(inputs, dict) and "data" in inputs:
+            data = inputs.get("data") or []
+            return len(data), {"columns": inputs.get("columns"), "data": data[: self.max_rows]}
+        if isinstance(inputs, list):
+            return len(inputs), inputs[: self.max_rows]
+        return (1 if inputs is not None else 0), inputs
+
+    def _drain(self) -> None:
+        con = connect(self.path)
+        last_purge = 0.0
+        while True:
+            batch = [self._queue.get()]
+            while len(batch) < 500:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            try:
+                self._write(con, batch)
+            except Exception:  # one bad record must not cost the batch: retry one by one
+                for item in batch:
+                    try:
+                        self._write(con, [item])
+                    except Exception as exc:  # never let monitoring take the service down
+                        self.dropped += 1
+                        sys.stderr.write(f"nbdeploy: request log write failed: {type(exc).__name__}: {exc}\n")
+            try:
+                if time.time() - last_purge > 60:
+                    with con:
+                        con.execute("DELETE FROM requests WHERE ts < ?", (time.time() - self.retention_s,))
+                    last_purge = time.time()
+            except Exception as exc:
+                sys.stderr.write(f"nbdeploy: request log purge failed: {exc}\n")
+            for _ in batch:
+                self._queue.task_done()
+
+    def _write(self, con: sqlite3.Connection, batch: list[tuple[str, tuple[Any, ...]]]) -> None:
+        requests, feedback = [], []
+        for kind, item in batch:
+            if kind == "request":
+                rid, ts, latency, status, inputs, outputs, error = item
+                n, kept = self._rows(inputs)
+                out = outputs[: self.max_rows] if isinstance(outputs, list) else outputs
+                requests.append((rid, ts, latency, status, n, json.dumps(kept), json.dumps(out), error))
+            else:
+                rid, ts, y_true = item
+                feedback.append((rid, ts, json.dumps(y_true)))
+        with con:
+            con.executemany("INSERT OR REPLACE INTO requests VALUES (?, ?, ?, ?, ?, ?, ?, ?)", requests)
+            con.executemany("INSERT INTO feedback VALUES (?, ?, ?)", feedback)
+        self.written += len(batch)
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until everything queued is written (tests and shutdown); True if it was in time."""
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if self._queue.unfinished_tasks == 0:
+                return True
+            time.sleep(0.01)
+        return False

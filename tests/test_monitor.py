@@ -1,0 +1,226 @@
+"""The monitoring panel: its data (``snapshot``), the live widget, the static snapshot and ``%monitor``.
+
+Server tests share one deployed classifier; every wait polls with a deadline.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.ensemble import RandomForestClassifier
+
+import nbdeploy
+from nbdeploy import config
+from nbdeploy.capture.schema import infer_schema
+from nbdeploy.monitor.panel import Panel, StaticPanel, predictions_figure, snapshot, static_html, traffic_figure
+from nbdeploy.monitor.store import save_reference
+from nbdeploy.registry import STOPPED, Registry
+from nbdeploy.runtime.recorder import Recorder
+
+T = TypeVar("T")
+FEATURES = ["tenure", "monthly", "support_calls"]
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def _until(get: Callable[[], T], ok: Callable[[T], bool], deadline_s: float = 60.0, what: str = "") -> T:
+    """Poll ``get`` until ``ok`` holds for its value, or fail with the last value seen."""
+    end = time.monotonic() + deadline_s
+    while True:
+        value = get()
+        if ok(value):
+            return value
+        if time.monotonic() > end:
+            raise AssertionError(f"not within {deadline_s:.0f} s: {what}; last value: {value!r}")
+        time.sleep(0.05)
+
+
+@pytest.fixture(scope="module")
+def served(churn_data):
+    """A classifier deployed once for this module (stopped at its end, even on failure)."""
+    X, y = churn_data
+    model = RandomForestClassifier(n_estimators=20, random_state=0).fit(X[FEATURES], y)
+    dep = nbdeploy.deploy(model, name="monitor-churn", sample=X[FEATURES][:400])
+    try:
+        yield dep, X[FEATURES]
+    finally:
+        dep.stop()
+
+
+@pytest.mark.slow
+def test_snapshot_counts_the_traffic_and_scores_the_feedback(served):
+    dep, X = served
+    before = snapshot(dep)
+    ids, truth = [], []
+    for i in range(8):  # 8 requests of 5 rows: 40 labelled rows, every 4th label wrong -> 30/40 right
+        preds = dep.predict(X[i * 5 : i * 5 + 5])
+        ids.append(dep.last_request_id)
+        truth.append([int(p) if (i * 5 + j) % 4 else 1 - int(p) for j, p in enumerate(preds)])
+    assert dep.feedback(ids, truth) == 8
+
+    data = _until(
+        lambda: snapshot(dep),
+        lambda d: (
+            d.labelled == 40
+            and d.logged_requests == before.logged_requests + 8
+            and d.total_requests == before.total_requests + 8
+        ),
+        what="feedback in the log, requests in the log and in the service's counter",
+    )
+    assert data.accuracy == 0.75  # exactly 30 of 40
+    assert data.mae is None and data.status == "running" and data.total_from == "metrics"
+    assert data.total_requests - before.total_requests == 8  # the service's own counter
+    acc = data.accuracy_over_time
+    assert set(acc["metric"]) == {"accuracy"} and acc["n"].sum() == 40
+    assert round(float((acc["value"] * acc["n"]).sum())) == 30
+    assert data.rate is not None and data.rate > 0 and data.p50_ms is not None and data.p95_ms >= data.p50_ms
+    assert data.error_rate == 0.0 and data.errors == 0
+    assert data.labels and len(data.live_predictions) >= 40
+    assert list(data.drift.index) == [*FEATURES, "prediction"]
+    assert (data.drift["n_current"] >= 40).all() and "too few rows" not in set(data.drift["test"])
+
+    shown = dep.monitor(live=False)  # the static snapshot: tiles, three PNGs, the drift table
+    assert isinstance(shown, StaticPanel)
+    page = shown._repr_html_()
+    assert page.count("data:image/png;base64,") == 3
+    assert "Drift against the deploy-time sample" in page and "tenure" in page
+    assert re.search(r"Requests</div><div[^>]*>\d", page)
+
+
+@pytest.mark.slow
+def test_live_panel_refreshes_its_tiles_and_stops_when_closed(served):
+    dep, X = served
+    panel = dep.monitor(interval=0.2)
+    assert isinstance(panel, Panel)
+    try:
+        assert panel.live and panel.data is not None and panel.error is None
+        start = panel.data.total_requests
+        for i in range(6):
+            dep.predict(X[i : i + 2])
+        data = _until(
+            lambda: panel.data,
+            lambda d: d.total_requests == start + 6 and d.source == "metrics",
+            what="the panel's request count to rise by 6",
+        )
+        assert f">{data.total_requests:,}<" in panel.tiles["requests"].value
+        assert "ms<" in panel.tiles["p50"].value and "ms<" in panel.tiles["p95"].value
+        assert "0 %" in panel.tiles["errors"].value
+        assert bytes(panel._traffic.value).startswith(PNG) and bytes(panel._predictions.value).startswith(PNG)
+        assert "updated" in panel._status.value
+        bundle = panel._repr_mimebundle_()
+        assert "application/vnd.jupyter.widget-view+json" in bundle
+    finally:
+        panel.close()
+    assert not panel.live and panel._thread is not None and not panel._thread.is_alive()
+    assert panel.widget.comm is None  # closed: the view leaves the notebook
+    assert "updates closed" in panel._status.value
+
+
+@pytest.mark.slow
+def test_panel_stops_when_the_deployment_stops(churn_data, stop_after):
+    X, _ = churn_data
+    dep = nbdeploy.deploy(lambda df: df["monthly"] * 2.0, name="monitor-stops", sample=X[FEATURES][:200])
+    stop_after(dep)
+    panel = Panel(dep, interval=0.2)
+    try:
+        assert panel.live
+        dep.predict(X[FEATURES][:3])
+        dep.stop()
+        panel._thread.join(timeout=60)
+        assert not panel.live
+        assert panel.data.status == "stopped" and "updates ended" in panel._status.value
+        assert bytes(panel._traffic.value).startswith(PNG)  # the last picture stays
+        numbers = dep.monitor(live=False)  # a stopped deployment still has its log: numbers, histogram
+        assert (
+            not numbers.data.labels
+            and numbers.data.total_from == "log"
+            and numbers.data.total_requests == len(dep.requests())
+        )
+    finally:
+        panel.close()
+
+
+@pytest.mark.slow
+def test_monitor_magic(served):
+    from IPython.core.error import UsageError
+    from IPython.core.interactiveshell import InteractiveShell
+
+    dep, _ = served
+    shell = InteractiveShell.instance()
+    shell.run_line_magic("load_ext", "nbdeploy")
+    shown = shell.run_line_magic("monitor", f"{dep.name} --static")
+    assert isinstance(shown, StaticPanel) and shown.data.name == dep.name
+    panel = shell.run_line_magic("monitor", f"{dep.name} --interval 0.5")
+    try:
+        assert isinstance(panel, Panel) and panel.live and panel.interval == 0.5
+    finally:
+        panel.close()
+    with pytest.raises(UsageError, match="DeploymentNotFound: no deployment 'nothing-here'"):
+        shell.run_line_magic("monitor", "nothing-here")
+    with pytest.raises(UsageError, match="--interval must be a positive number"):
+        shell.run_line_magic("monitor", f"{dep.name} --interval 0")
+    with pytest.raises(UsageError):
+        shell.run_line_magic("monitor", "")
+    assert f"%monitor {dep.name}" in dep._repr_html_()  # the %deploy card says how to open the panel
+
+
+# -------------------------------------------------------------------------------- no server: a recorded log
+
+
+def _recorded(name: str, predict: Callable[[pd.DataFrame], Any], feedback: Callable[[Any], Any] | None) -> Any:
+    """A stopped deployment whose request log and reference were written as the service writes them."""
+    rng = np.random.default_rng(7)
+    X = pd.DataFrame({"tenure": rng.integers(0, 72, 300), "monthly": rng.normal(70, 20, 300).round(2)})
+    reg = Registry()
+    rec = reg.allocate(name, "local", {"schema": infer_schema(X)})
+    reg.update(name, rec.version, status=STOPPED)
+    directory = config.deployment_dir(name, rec.version)
+    save_reference(directory, X, np.asarray(predict(X)).tolist())
+    recorder = Recorder(directory)
+    now = time.time()
+    for i in range(120):
+        live = X.sample(2, random_state=i)
+        live["monthly"] += 30 if i >= 60 else 0
+        preds = np.asarray(predict(live)).tolist()
+        rid = uuid.uuid4().hex[:16]
+        status = 400 if i % 20 == 19 else 200
+        ok = status == 200
+        recorder._put(  # the service's own record, with chosen times
+            ("request", (rid, now - 120 + i, 3.0 + i % 5, status, live.to_dict("records") if ok else None,
+                         preds if ok else None, None if ok else "column 'tenure': bad"))
+        )  # fmt: skip
+        if feedback is not None and ok:
+            recorder._put(("feedback", (rid, now, feedback(preds))))
+    assert recorder.flush(30)
+    return reg.get(name, rec.version)
+
+
+def test_snapshot_of_a_recorded_log_without_a_server():
+    rec = _recorded("monitor-recorded", lambda d: (d.monthly > 80).astype(int), lambda p: [1 - p[0], p[1]])
+    data = snapshot(rec)
+    assert data.status == "stopped" and data.total_from == "log"
+    assert data.total_requests == 120 and data.errors == 6 and data.logged_requests == 120
+    assert data.accuracy == 0.5 and data.labelled == 228  # one of each request's two labels is wrong
+    assert data.drifted == ["monthly"] and data.drift.loc["tenure", "drifted"] == False  # noqa: E712
+    assert data.traffic["requests"].sum() == 120 and data.traffic["errors"].sum() == 6
+    assert data.labels and set(np.unique(data.live_predictions)) <= {0, 1}
+    page = static_html(data)
+    assert page.count("data:image/png;base64,") == 3
+    assert "#ffebe9" in page and "#dafbe1" in page  # a drifted (red) row and an ok (green) row
+
+
+def test_numbers_get_a_histogram_and_mae():
+    rec = _recorded("monitor-numbers", lambda d: d.monthly * 1.5, lambda p: [v + 2.0 for v in p])
+    data = snapshot(rec)
+    assert not data.labels and data.accuracy is None and data.mae == pytest.approx(2.0)
+    assert traffic_figure(data).startswith(PNG) and predictions_figure(data).startswith(PNG)
+    panel = Panel(rec, interval=1.0)  # a stopped deployment: drawn once, never live
+    assert not panel.live and panel._thread is None and panel.data.mae == pytest.approx(2.0)
+    assert "not live" in panel._status.value
+    assert panel._accuracy.layout.display is None  # feedback exists: the accuracy (MAE) figure is shown
