@@ -1,0 +1,189 @@
+"""The service's front door, as one ASGI middleware: API keys, request size, and concurrency.
+
+Only ``/predict`` and ``/feedback`` are guarded; health, metrics and the OpenAPI page stay open.
+Keys arrive as ``Authorization: Bearer KEY`` or ``X-API-Key: KEY``; the service only ever sees
+their sha256 (a file the SDK rewrites on rotation, re-read when it changes). A 401 says nothing
+about why the key was refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import json
+import os
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from pathlib import Path
+from typing import Any
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+GUARDED = frozenset({"/predict", "/feedback"})
+
+
+def digest(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+class KeyFile:
+    """The accepted key hashes, re-read at most every ``every_s`` when the file changes."""
+
+    def __init__(self, path: str | None, required: bool, every_s: float = 0.5) -> None:
+        self.path = Path(path) if path else None
+        self.required = required
+        self.every_s = every_s
+        self._hashes: tuple[str, ...] = ()
+        self._mtime = -1.0
+        self._checked = 0.0
+        self._load()
+
+    def _load(self) -> None:
+        if self.path is None:
+            return
+        try:
+            mtime = self.path.stat().st_mtime_ns
+        except FileNotFoundError:
+            self._hashes, self._mtime = (), -1.0
+            return
+        if mtime != self._mtime:
+            data = json.loads(self.path.read_text())
+            self._hashes = tuple(str(h) for h in data.get("sha256", []))
+            self._mtime = mtime
+
+    def accepts(self, key: str | None) -> bool:
+        if not self.required:
+            return True
+        now = time.monotonic()
+        if now - self._checked > self.every_s:
+            self._checked = now
+            with contextlib.suppress(OSError, ValueError):  # keep the last good set on a bad read
+                self._load()
+        if not key or not self._hashes:
+            return False  # fail closed: auth required and no key configured means nobody gets in
+        presented = digest(key)
+        return any(hmac.compare_digest(presented, h) for h in self._hashes)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _answer(send: Send, status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> None:
+    raw = json.dumps(body).encode()
+    extra = [(k.encode(), v.encode()) for k, v in (headers or {}).items()]
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(raw)).encode()), *extra],
+        }
+    )
+    await send({"type": "http.response.body", "body": raw})
+
+
+def _key_from(headers: list[tuple[bytes, bytes]]) -> str | None:
+    for name, value in headers:
+        if name == b"authorization" and value[:7].lower() == b"bearer ":
+            return value[7:].strip().decode("latin-1")
+        if name == b"x-api-key":
+            return value.strip().decode("latin-1")
+    return None
+
+
+class Guard:
+    """API key check, then body size (413), then an in-flight limit with a bounded queue (503)."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        keys: KeyFile,
+        max_body_bytes: int,
+        max_concurrency: int,
+        max_queue: int,
+    ) -> None:
+        self.app = app
+        self.keys = keys
+        self.max_body_bytes = max_body_bytes
+        self.max_queue = max_queue
+        self._slots = asyncio.Semaphore(max_concurrency)
+        self._waiting = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] not in GUARDED:
+            return await self.app(scope, receive, send)
+        headers = scope.get("headers", [])
+        if not self.keys.accepts(_key_from(headers)):
+            return await _answer(
+                send,
+                401,
+                {"error": "unauthorized: send a valid API key"},
+                {"www-authenticate": 'Bearer realm="nbdeploy"'},
+            )
+        length = next((v for k, v in headers if k == b"content-length"), None)
+        if length is not None and length.isdigit() and int(length) > self.max_body_bytes:
+            return await self._too_large(send)
+        if self._slots.locked() and self._waiting >= self.max_queue:
+            return await _answer(
+                send,
+                503,
+                {"error": "the service is at its concurrency limit and its queue is full; retry shortly"},
+                {"retry-after": "1"},
+            )
+        self._waiting += 1
+        try:
+            await self._slots.acquire()
+        finally:
+            self._waiting -= 1
+        try:
+            await self._call(scope, receive, send)
+        finally:
+            self._slots.release()
+
+    async def _call(self, scope: Scope, receive: Receive, send: Send) -> None:
+        seen = 0
+        started = False
+
+        async def counted() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.max_body_bytes:
+                raise _TooLarge
+            return message
+
+        async def tracked(message: Message) -> None:
+            nonlocal started
+            started = True
+            await send(message)
+
+        try:
+            await self.app(scope, counted, tracked)
+        except _TooLarge:
+            if not started:
+                await self._too_large(send)
+
+    async def _too_large(self, send: Send) -> None:
+        limit = self.max_body_bytes
+        await _answer(
+            send, 413, {"error": f"request body over the limit of {limit} bytes; send fewer rows per request"}
+        )
+
+
+def from_environment(app: ASGIApp) -> Guard:
+    """Build the guard from the variables the target sets (see nbdeploy.targets.base.service_env)."""
+    env = os.environ
+    keys = KeyFile(env.get("NBDEPLOY_KEYS_FILE"), required=env.get("NBDEPLOY_AUTH", "required") != "off")
+    return Guard(
+        app,
+        keys,
+        max_body_bytes=int(env.get("NBDEPLOY_MAX_BODY_BYTES", str(128 * 1024 * 1024))),
+        max_concurrency=int(env.get("NBDEPLOY_MAX_CONCURRENCY", "32")),
+        max_queue=int(env.get("NBDEPLOY_MAX_QUEUE", "256")),
+    )
