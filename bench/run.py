@@ -1,0 +1,234 @@
+"""Benchmark nbdeploy against its peers, side by side in one run, and write docs/performance.md.
+
+    python bench/run.py            # full run (~10 min on 2 cores)
+    python bench/run.py --quick    # under 5 minutes
+    python bench/run.py --no-mlflow
+
+Same model (RandomForest, 50 trees, 8 features), same data, same client (threads with one
+keep-alive connection each, loopback only, bounded in time), errors counted everywhere.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pickle
+import platform
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench import loadgen, peers  # noqa: E402
+
+
+def _model() -> tuple[object, pd.DataFrame]:
+    from sklearn.ensemble import RandomForestClassifier
+
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame(rng.normal(size=(20_000, 8)), columns=[f"f{i}" for i in range(8)])
+    y = ((X.f0 + X.f1 * X.f2) > 0).astype(int)
+    return RandomForestClassifier(n_estimators=50, random_state=0).fit(X, y), X
+
+
+def _bodies(server_kind: str, rows: list[dict]) -> list[bytes]:
+    if server_kind == "mlflow":
+        return [json.dumps({"dataframe_records": [r]}).encode() for r in rows]
+    if server_kind == "array":
+        return [json.dumps({"inputs": [list(r.values())]}).encode() for r in rows]
+    return [json.dumps({"inputs": [r]}).encode() for r in rows]
+
+
+def _sequential(url: str, bodies: list[bytes], n: int, headers: dict[str, str]) -> tuple[float, float, int]:
+    lat, errors = [], 0
+    hdrs = {"content-type": "application/json", **headers}
+    with httpx.Client(trust_env=False, timeout=30) as http:
+        for i in range(20):  # warm-up
+            http.post(url, content=bodies[i % len(bodies)], headers=hdrs)
+        for i in range(n):
+            t0 = time.perf_counter()
+            resp = http.post(url, content=bodies[i % len(bodies)], headers=hdrs)
+            lat.append((time.perf_counter() - t0) * 1000)
+            errors += resp.status_code != 200
+    return float(np.percentile(lat, 50)), float(np.percentile(lat, 99)), errors
+
+
+def measure(name: str, url: str, bodies: list[bytes], args: argparse.Namespace, headers: dict[str, str]) -> dict:
+    p50, p99, seq_errors = _sequential(url, bodies, args.sequential, headers)
+    row = {"server": name, "seq_p50_ms": p50, "seq_p99_ms": p99, "errors": seq_errors}
+    for clients in (1, 8, 32):
+        res = loadgen.run(
+            url, lambda n: bodies[n % len(bodies)], clients=clients, seconds=args.seconds, headers=headers
+        )
+        row[f"rps_{clients}"] = res.rps
+        row["errors"] += res.failed
+    print(f"  {name}: p50 {p50:.2f} ms, rps@8 {row['rps_8']:.0f}, errors {row['errors']}", flush=True)
+    return row
+
+
+def in_process(model, X: pd.DataFrame, n: int) -> dict:
+    rows = [X.iloc[[i]] for i in range(50)]
+    for r in rows[:10]:
+        model.predict(r)
+    lat = []
+    for i in range(n):
+        t0 = time.perf_counter()
+        model.predict(rows[i % 50])
+        lat.append((time.perf_counter() - t0) * 1000)
+    return {
+        "server": "in-process predict",
+        "seq_p50_ms": float(np.percentile(lat, 50)),
+        "seq_p99_ms": float(np.percentile(lat, 99)),
+    }
+
+
+def batch_100k(dep, model, X: pd.DataFrame) -> dict:
+    big = pd.concat([X] * 5, ignore_index=True)[:100_000]
+    t0 = time.perf_counter()
+    local = model.predict(big)
+    in_proc = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    remote = dep.predict(big, timeout=300)
+    endpoint = time.perf_counter() - t0
+    assert (remote == local).all(), "the endpoint disagrees with the session on the 100k batch"
+    return {"rows": len(big), "in_process_s": in_proc, "endpoint_s": endpoint, "ratio": endpoint / in_proc}
+
+
+def deploy_timings(model, X: pd.DataFrame) -> tuple[object, dict]:
+    import nbdeploy
+
+    t0 = time.perf_counter()
+    dep = nbdeploy.deploy(model, name="bench", sample=X[:5000])
+    dep.predict(X[:1])
+    total = time.perf_counter() - t0
+    timings = dep.info()["timings"]
+    return dep, {**timings, "first_prediction_s": total}
+
+
+def _fmt(v: object, digits: int = 1) -> str:
+    return f"{v:.{digits}f}" if isinstance(v, float) and not np.isnan(v) else ("–" if v is None else str(v))
+
+
+def report(rows: list[dict], batch: dict, deploy: dict, args: argparse.Namespace) -> str:
+    by = {r["server"]: r for r in rows}
+    ours = by.get("nbdeploy local endpoint", {})
+    hand = by.get("hand-written BentoML", {})
+    mlf = by.get("MLflow models serve", {})
+    lines = [
+        "# Performance",
+        "",
+        f"Measured by `bench/run.py{' --quick' if args.quick else ''}` on {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, "
+        f"{os.cpu_count()} cores, Python {platform.python_version()}. Model: RandomForest, 50 trees, 8 features; "
+        "one-row requests over loopback HTTP, client threads with one keep-alive connection each. "
+        "All servers ran side by side in one run; absolute numbers swing with machine load, ratios less so.",
+        "",
+        "| server | ready after (s) | seq p50 (ms) | seq p99 (ms) | rps, 1 client | rps, 8 clients | rps, 32 clients | failed requests |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['server']} | {_fmt(r.get('ready_s'))} | {_fmt(r.get('seq_p50_ms'), 2)} | {_fmt(r.get('seq_p99_ms'), 2)} "
+            f"| {_fmt(r.get('rps_1'), 0)} | {_fmt(r.get('rps_8'), 0)} | {_fmt(r.get('rps_32'), 0)} | {r.get('errors', '–')} |"
+        )
+    lines += ["", "## Against the goals", "", "| goal | target | reached |", "|---|---|---|"]
+    if ours and hand:
+        ratio = ours["seq_p50_ms"] / hand["seq_p50_ms"]
+        lines.append(
+            f"| one-row latency vs hand-written BentoML | ≤ 1.1× | {ratio:.2f}× ({'met' if ratio <= 1.1 else 'missed'}) |"
+        )
+    if ours and mlf:
+        ratio = ours["rps_8"] / mlf["rps_8"]
+        lines.append(
+            f"| throughput at 8 clients vs MLflow | ≥ 2.5× | {ratio:.2f}× ({'met' if ratio >= 2.5 else 'missed'}) |"
+        )
+    lines.append(
+        f"| 100k rows through the endpoint vs in-process | < 3× | {batch['ratio']:.2f}× "
+        f"({batch['endpoint_s']:.2f} s vs {batch['in_process_s']:.2f} s; {'met' if batch['ratio'] < 3 else 'missed'}) |"
+    )
+    first = deploy["first_prediction_s"]
+    lines.append(f"| deploy() to first prediction | < 10 s | {first:.1f} s ({'met' if first < 10 else 'missed'}) |")
+    lines += [
+        "",
+        "## Deploy to first prediction",
+        "",
+        "| capture (s) | package (s) | start (s) | deploy() call to first prediction (s) |",
+        "|---|---|---|---|",
+        f"| {deploy['capture_s']:.2f} | {deploy['package_s']:.2f} | {deploy['start_s']:.2f} | {first:.2f} |",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="shorter runs, under 5 minutes")
+    ap.add_argument("--no-mlflow", action="store_true", help="skip MLflow (it installs into .cache/bench once)")
+    ap.add_argument("--out", default=str(ROOT / "docs" / "performance.md"))
+    args = ap.parse_args(argv)
+    args.seconds = 4.0 if args.quick else 12.0
+    args.sequential = 200 if args.quick else 1000
+
+    import sklearn
+
+    from nbdeploy.registry import Registry
+
+    home = tempfile.mkdtemp(prefix="nbdeploy-bench-")
+    os.environ["NBDEPLOY_HOME"] = home
+    model, X = _model()
+    work = Path(home) / "peers"
+    work.mkdir()
+    model_path = work / "model.pkl"
+    model_path.write_bytes(pickle.dumps(model))
+    rows_json = X[:500].to_dict(orient="records")
+    results, servers = [in_process(model, X, args.sequential)], []
+    dep = None
+    try:
+        print("deploying with nbdeploy ...", flush=True)
+        dep, deploy = deploy_timings(model, X)
+        key = {"authorization": f"Bearer {Registry().key('bench')}"}
+        row = measure("nbdeploy local endpoint", f"{dep.url}/predict", _bodies("records", rows_json), args, key)
+        results.append({**row, "ready_s": deploy["start_s"]})
+        batch = batch_100k(dep, model, X)
+        for batched in (False, True):
+            print(f"starting hand-written BentoML (batchable={batched}) ...", flush=True)
+            srv = peers.hand_written(model_path, work / ("hw-batched" if batched else "hw"), batched)
+            servers.append(srv)
+            results.append(
+                {
+                    **measure(srv.name, f"{srv.url}/predict", _bodies(srv.body, rows_json), args, {}),
+                    "ready_s": srv.ready_s,
+                }
+            )
+        if not args.no_mlflow:
+            print("starting MLflow models serve (first run installs it into .cache/bench) ...", flush=True)
+            srv = peers.mlflow_serve(model_path, work, sklearn.__version__)
+            servers.append(srv)
+            results.append(
+                {
+                    **measure(srv.name, f"{srv.url}/invocations", _bodies("mlflow", rows_json), args, {}),
+                    "ready_s": srv.ready_s,
+                }
+            )
+    finally:
+        for srv in servers:
+            srv.stop()
+        if dep is not None:
+            dep.stop()
+    text = report(results, batch, deploy, args)
+    print("\n" + text)
+    Path(args.out).write_text(text)
+    print(f"written to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
