@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ._api import deploy, deployments, get, rollback
+from ._api import audit, deploy, deployments, get, rollback, verify
 from .deployment import Deployment
 from .errors import (
     CaptureError,
@@ -13,6 +13,7 @@ from .errors import (
     SchemaError,
     SecretFoundError,
     TargetError,
+    VerificationError,
 )
 
 __version__ = "0.1.0"
@@ -27,17 +28,20 @@ __all__ = [
     "SchemaError",
     "SecretFoundError",
     "TargetError",
+    "VerificationError",
     "__version__",
+    "audit",
     "deploy",
     "deployments",
     "get",
     "load_ipython_extension",
     "rollback",
+    "verify",
 ]
 
 
 def load_ipython_extension(ipython) -> None:  # type: ignore[no-untyped-def]
-    """``%load_ext nbdeploy``: registers %deploy, %deployments, %undeploy (imported lazily)."""
+    """``%load_ext nbdeploy``: registers %deploy, %deployments, %undeploy, %monitor (imported lazily)."""
     from .magics import register
 
     register(ipython)

@@ -16,8 +16,10 @@ from .deployment import Deployment
 from .errors import DeploymentNotFound, NbdeployError, TargetError
 from .package import build_bento
 from .registry import FAILED, RUNNING, STOPPED, Record, Registry
-from .targets import get_target
+from .targets import Target, get_target
+from .targets._process import check_port
 
+REFERENCE_ROWS = 5000
 _NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 
 
@@ -37,19 +39,18 @@ def _example(sample: Any) -> Any:
     return payload(head)["inputs"]
 
 
-def _start(reg: Registry, rec: Record, port: int | None) -> Record:
+def _start(reg: Registry, rec: Record, port: int | None, target: Target | None = None) -> Record:
     """Start ``rec``'s bento on its target, then retire every other running version of the name."""
-    target = get_target(rec.target)
-    others = [r for r in reg.running(rec.name) if r.version != rec.version]
-    if port is not None and any(r.port == port for r in others):
+    target = target or get_target(rec.target)
+    if port is not None:
         # The caller wants the port the current version holds: free it first (a short gap in service).
-        for r in others:
-            if r.port == port:
+        for r in reg.running(rec.name):
+            if r.version != rec.version and r.port == port:
                 _retire(reg, r)
-        others = [r for r in others if r.port != port]
     assert rec.bento_path is not None
     running = target.deploy(rec, rec.bento_path, port)
-    rec = reg.update(rec.name, rec.version, status=RUNNING, url=running.url, port=running.port, pid=running.pid)
+    extra = {"info": {**rec.info, **running.info}} if running.info else {}
+    rec, others = reg.claim(rec.name, rec.version, url=running.url, port=running.port, pid=running.pid, **extra)
     for r in others:
         _retire(reg, r)
     return rec
@@ -68,16 +69,35 @@ def deploy(
     target: str = "local",
     port: int | None = None,
     requirements: list[str] | None = None,
+    wheels: list[str] | None = None,
+    allow_secrets: list[str] | None = None,
+    verify: bool = False,
+    auth: bool = True,
+    limits: dict[str, float] | None = None,
+    engine: str | None = None,
+    base_image: str | None = None,
 ) -> Deployment:
     """Capture ``obj``, package it as a bento and serve it on ``target``; return the handle.
 
     Deploying an existing name makes the next version; the old one is stopped only once the
-    new one answers ``/readyz``.
+    new one answers ``/readyz``. ``verify=True`` first replays the sample in a fresh environment
+    built from the captured requirements alone. ``requirements`` add or override pins,
+    ``wheels`` ship local wheels, ``allow_secrets`` names false positives of the secret scan.
+    API keys are on unless ``auth=False``; ``limits`` sets max_rows, max_body_bytes, timeout_s,
+    max_concurrency, max_queue, record_sample_rate, record_retention_days.
+    ``engine`` (podman, docker) and ``base_image`` are for ``target="container"``.
     """
     _check_name(name)
-    get_target(target)
+    _check_limits(limits)
+    if port is not None and port not in {r.port for r in Registry().running(name)}:
+        check_port(port)  # before the capture and the build, not after
+    options = {k: v for k, v in (("engine", engine), ("base_image", base_image)) if v is not None}
+    tgt = get_target(target, **options)
+    bento_options = tgt.prepare() if hasattr(tgt, "prepare") else {}  # fail before building what cannot run
     t0 = time.perf_counter()
-    artifact = capture(obj, sample, requirements)
+    artifact = capture(obj, sample, requirements, wheels=wheels, allow_secrets=allow_secrets)
+    if verify:
+        _verify(artifact)
     t1 = time.perf_counter()
     reg = Registry()
     info = {
@@ -88,20 +108,94 @@ def deploy(
         "local_modules": artifact.local_modules,
         "lineage": artifact.lineage,
         "example": _example(sample),
+        "auth": bool(auth),
+        "limits": dict(limits or {}),
     }
+    new_key = _ensure_key(reg, name) if auth else None
     rec = reg.allocate(name, target, info)
     try:
-        bento = build_bento(artifact, name, rec.version, config.bento_store())
+        _keep_reference(obj, artifact.kind, sample, config.deployment_dir(name, rec.version))
+        bento = build_bento(artifact, name, rec.version, config.bento_store(), **bento_options)
         t2 = time.perf_counter()
         rec = reg.update(name, rec.version, bento_tag=bento.tag, bento_path=str(bento.path))
-        rec = _start(reg, rec, port)
+        rec = _start(reg, rec, port, tgt)
         t3 = time.perf_counter()
         timings = {"capture_s": round(t1 - t0, 3), "package_s": round(t2 - t1, 3), "start_s": round(t3 - t2, 3)}
         rec = reg.update(name, rec.version, info={**rec.info, "timings": timings})
-    except BaseException:
+    except BaseException as exc:
         reg.update(name, rec.version, status=FAILED, pid=None)
+        reg.event("deploy-failed", name, rec.version, error=f"{type(exc).__name__}: {exc}"[:500])
         raise
-    return Deployment(rec, reg)
+    reg.event("deploy", name, rec.version, target=target, url=rec.url, auth=bool(auth), lineage=artifact.lineage)
+    dep = Deployment(rec, reg)
+    dep._reveal_key = new_key
+    return dep
+
+
+def _check_limits(limits: dict[str, float] | None) -> None:
+    from .targets.base import LIMITS
+
+    unknown = sorted(set(limits or {}) - set(LIMITS))
+    if unknown:
+        raise NbdeployError(f"unknown limit '{unknown[0]}'", hint=f"known limits: {', '.join(LIMITS)}")
+    for key, value in (limits or {}).items():
+        if not isinstance(value, (int, float)) or value < 0:
+            raise NbdeployError(f"limit '{key}' must be a non-negative number, got {value!r}")
+
+
+def _ensure_key(reg: Registry, name: str) -> str | None:
+    """The name's API key: made (and returned, to be shown once) on first deploy, reused after."""
+    from . import keys
+
+    existing = reg.key(name)
+    if existing is not None:
+        if not keys.read_hashes(name):
+            keys.write_hashes(name, [keys.digest(existing)])
+        return None
+    secret = keys.new_key()
+    reg.set_key(name, secret, keys.digest(secret))
+    keys.write_hashes(name, [keys.digest(secret)])
+    reg.event("key-created", name, None, key=keys.masked(secret))
+    return secret
+
+
+def _keep_reference(obj: Any, kind: str, sample: Any, directory: Any) -> None:
+    """The sample (up to 5,000 rows) and the session's predictions on it: the baseline for drift."""
+    from .monitor.store import save_reference
+    from .runtime.model import to_jsonable
+
+    data = as_frame(sample)[:REFERENCE_ROWS]
+    predict = obj.predict if kind == "estimator" else obj
+    save_reference(directory, data, to_jsonable(predict(data)))
+
+
+def _verify(artifact: Any) -> Any:
+    from .capture.verify import verify as run
+
+    return run(artifact)
+
+
+def verify(obj: Any, sample: Any, **capture_options: Any) -> dict[str, Any]:
+    """Rebuild the model's environment from its requirements alone and check it predicts as the session does.
+
+    Raises ``VerificationError`` naming the missing or differing package; returns a small report.
+    """
+    artifact = capture(obj, sample, **capture_options)
+    result = _verify(artifact)
+    return {
+        "ok": True,
+        "rows": result.rows,
+        "seconds": round(result.seconds, 2),
+        "cached_environment": result.cached,
+        "environment": str(result.env),
+        "requirements": artifact.requirements,
+    }
+
+
+def audit(name: str | None = None) -> pd.DataFrame:
+    """Every deploy, stop, rollback and failure, oldest first: who, when, what, from which lineage."""
+    cols = ["id", "at", "who", "host", "action", "name", "version", "detail"]
+    return pd.DataFrame(Registry().events(name), columns=cols)
 
 
 def get(name: str, version: int | None = None) -> Deployment:
@@ -129,9 +223,12 @@ def rollback(name: str, version: int, *, port: int | None = None) -> Deployment:
 
     if not Path(rec.bento_path).exists():
         raise TargetError(f"the bento of '{name}' v{version} is gone from {rec.bento_path}")
+    current = [r.version for r in reg.running(name)]
     try:
         rec = _start(reg, rec, port)
-    except BaseException:
+    except BaseException as exc:
         reg.update(name, version, status=STOPPED, pid=None)
+        reg.event("rollback-failed", name, version, error=f"{type(exc).__name__}: {exc}"[:500])
         raise
+    reg.event("rollback", name, version, replaced=current, url=rec.url)
     return Deployment(rec, reg)

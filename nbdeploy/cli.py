@@ -41,10 +41,78 @@ def _stop(args: argparse.Namespace) -> int:
     return 0
 
 
+def _key(args: argparse.Namespace) -> int:
+    from .registry import Registry
+
+    key = Registry().key(args.name)
+    if key is None:
+        _api.get(args.name)  # a clear error if the name is unknown
+        sys.stderr.write(f"error: '{args.name}' has no API key (deployed with auth=False)\n")
+        return 2
+    sys.stdout.write(key + "\n")
+    return 0
+
+
+def _rotate_key(args: argparse.Namespace) -> int:
+    sys.stdout.write(_api.get(args.name).rotate_key() + "\n")
+    return 0
+
+
+def _audit(args: argparse.Namespace) -> int:
+    frame = _api.audit(args.name)
+    if frame.empty:
+        sys.stdout.write("no events\n")
+        return 0
+    frame["detail"] = frame["detail"].map(lambda d: json.dumps({k: v for k, v in d.items() if k != "lineage"}))
+    sys.stdout.write(frame[["at", "who", "action", "name", "version", "detail"]].to_string(index=False) + "\n")
+    return 0
+
+
 def _rollback(args: argparse.Namespace) -> int:
     dep = _api.rollback(args.name, args.version)
     sys.stdout.write(f"{dep.name} v{dep.version} serving at {dep.url}\n")
     return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    for path in _api.get(args.name, args.version).export(args.path):
+        sys.stdout.write(path + "\n")
+    return 0
+
+
+def _base_image_build(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .targets import _baseimage
+    from .targets._engine import find_engine
+
+    engine = find_engine(args.engine)
+    opts = {"mirror": args.mirror, "suite": args.suite, "ca_bundle": args.ca_bundle}
+    if args.if_missing or args.cache_dir:
+        cache = _baseimage.cache_file(Path(args.cache_dir), args.tag) if args.cache_dir else None
+        image = _baseimage.ensure(engine, args.tag, cache=cache, **opts)
+    else:
+        image = _baseimage.build(engine, args.tag, **opts)
+    sys.stdout.write(
+        f"{image.tag} ({image.image_id[:12]}, Python {image.python}, {engine.name}): {image.source}"
+        + (f" in {image.seconds} s" if image.source != "present" else "")
+        + "\n"
+    )
+    return 0
+
+
+def _add_base_image(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    bi = sub.add_parser("base-image", help="the local Python base image of the container target")
+    bi_sub = bi.add_subparsers(dest="base_image_command", required=True)
+    b = bi_sub.add_parser("build", help="bootstrap it from this machine's Debian mirror, with the host's CA bundle")
+    b.add_argument("--tag", default=None, help="image name (default: localhost/nbdeploy-python:PYTHON)")
+    b.add_argument("--engine", default=None, help="podman or docker (default: the first that works)")
+    b.add_argument("--mirror", default=None, help="Debian mirror URI (default: the one in /etc/apt/sources*)")
+    b.add_argument("--suite", default=None, help="Debian release (default: the one whose python3 is this Python)")
+    b.add_argument("--ca-bundle", default=None, help="PEM bundle to trust inside the image (default: the host's)")
+    b.add_argument("--if-missing", action="store_true", help="do nothing if the engine has the image already")
+    b.add_argument("--cache-dir", default=None, help="keep an archive of the image here; load it when present")
+    b.set_defaults(func=_base_image_build)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -70,6 +138,22 @@ def parser() -> argparse.ArgumentParser:
     rb.add_argument("name")
     rb.add_argument("version", type=int)
     rb.set_defaults(func=_rollback)
+    for cmd, func, helptext in (
+        ("key", _key, "print the API key of a deployment (for curl: export NBDEPLOY_KEY=$(nbdeploy key NAME))"),
+        ("rotate-key", _rotate_key, "replace the API key without downtime; prints the new key"),
+    ):
+        k = sub.add_parser(cmd, help=helptext)
+        k.add_argument("name")
+        k.set_defaults(func=func)
+    au = sub.add_parser("audit", help="the audit trail: deploys, stops, rollbacks, key changes")
+    au.add_argument("name", nargs="?", default=None)
+    au.set_defaults(func=_audit)
+    ex = sub.add_parser("export", help="write a container deployment's image and bento archives into a folder")
+    ex.add_argument("name")
+    ex.add_argument("path")
+    ex.add_argument("--version", type=int, default=None)
+    ex.set_defaults(func=_export)
+    _add_base_image(sub)
     return p
 
 

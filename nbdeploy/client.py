@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import math
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from pydantic_core import to_json
 
 
 def _clean(value: Any) -> Any:
@@ -22,15 +22,29 @@ def _clean(value: Any) -> Any:
     return value
 
 
+def _column(col: pd.Series) -> list[Any]:
+    """One column as plain Python values, vectorised (a 100k-row frame encodes in milliseconds)."""
+    if pd.api.types.is_datetime64_any_dtype(col.dtype):
+        return [None if pd.isna(v) else v.isoformat() for v in col]
+    if pd.api.types.is_float_dtype(col.dtype) and np.isinf(col.to_numpy(dtype="float64", na_value=np.nan)).any():
+        raise ValueError(f"column '{col.name}' holds infinity, which JSON cannot carry")
+    values = col.astype(object).tolist() if isinstance(col.dtype, pd.CategoricalDtype) else col.tolist()
+    if col.hasnans:
+        return [_clean(v) for v in values]
+    return values
+
+
 def payload(data: Any) -> dict[str, Any]:
     """``{"inputs": ...}`` for a DataFrame (split form), records, one record, or a 2-D array."""
     if isinstance(data, pd.DataFrame):
         cols = [str(c) for c in data.columns]
-        rows = [[_clean(v) for v in row] for row in data.itertuples(index=False, name=None)]
-        return {"inputs": {"columns": cols, "data": rows}}
+        columns = [_column(data.iloc[:, i]) for i in range(data.shape[1])]
+        return {"inputs": {"columns": cols, "data": [list(row) for row in zip(*columns, strict=True)]}}
     if isinstance(data, np.ndarray):
         arr = np.atleast_2d(data)
-        return {"inputs": [[_clean(v) for v in row] for row in arr.tolist()]}
+        if arr.dtype.kind == "f" and np.isnan(arr).any():
+            return {"inputs": np.where(np.isnan(arr), None, arr.astype(object)).tolist()}
+        return {"inputs": arr.tolist()}
     if isinstance(data, dict):
         return {"inputs": [{k: _clean(v) for k, v in data.items()}]}
     if isinstance(data, list):
@@ -39,4 +53,5 @@ def payload(data: Any) -> dict[str, Any]:
 
 
 def encode(data: Any) -> bytes:
-    return json.dumps(payload(data), allow_nan=False).encode()
+    """JSON bytes; pydantic-core's encoder (it comes with BentoML) writes floats shortest-exact, fast."""
+    return to_json(payload(data), inf_nan_mode="strings")

@@ -8,9 +8,10 @@ from typing import Any
 
 import httpx
 import numpy as np
+import pandas as pd
 
 from . import client
-from .errors import PredictionError
+from .errors import NbdeployError, PredictionError, TargetError
 from .registry import RUNNING, STOPPED, Record, Registry
 from .targets import get_target
 
@@ -22,11 +23,39 @@ class Deployment:
         self._record = record
         self._registry = registry or Registry()
         self._http: httpx.Client | None = None
+        #: The id the service gave the last ``predict`` call; pass it to ``feedback``.
+        self.last_request_id: str | None = None
+        self._key: str | None = None
+        self._reveal_key: str | None = None  # a key made by this call: the card shows it once
 
-    name = property(lambda self: self._record.name)
-    version = property(lambda self: self._record.version)
-    url = property(lambda self: self._record.url)
-    target = property(lambda self: self._record.target)
+    def _headers(self, reload: bool = False) -> dict[str, str]:
+        headers = {"content-type": "application/json"}
+        if self._record.info.get("auth", True):
+            if self._key is None or reload:
+                self._key = self._registry.key(self.name)
+            if self._key:
+                headers["authorization"] = f"Bearer {self._key}"
+        return headers
+
+    @property
+    def name(self) -> str:
+        """The deployment's name; versions of one name share its API key."""
+        return self._record.name
+
+    @property
+    def version(self) -> int:
+        """1 for the first deploy of a name, then 2, 3, ..."""
+        return self._record.version
+
+    @property
+    def url(self) -> str | None:
+        """Where the service answers, e.g. ``http://127.0.0.1:PORT``."""
+        return self._record.url
+
+    @property
+    def target(self) -> str:
+        """Where it runs: ``local`` or ``container``."""
+        return self._record.target
 
     def _refresh(self) -> Record:
         self._record = self._registry.get(self.name, self.version)
@@ -36,10 +65,11 @@ class Deployment:
         """Predictions from the endpoint, as an array like ``model.predict`` returns."""
         if self._http is None:
             self._http = httpx.Client(timeout=timeout)
+        body_bytes = client.encode(data)
         try:
-            resp = self._http.post(
-                f"{self.url}/predict", content=client.encode(data), headers={"content-type": "application/json"}
-            )
+            resp = self._http.post(f"{self.url}/predict", content=body_bytes, headers=self._headers())
+            if resp.status_code == 401:  # the key was rotated by another handle: read it again, once
+                resp = self._http.post(f"{self.url}/predict", content=body_bytes, headers=self._headers(reload=True))
         except httpx.HTTPError as exc:
             raise PredictionError(
                 f"cannot reach '{self.name}' v{self.version} at {self.url}: {exc}",
@@ -50,7 +80,71 @@ class Deployment:
         if resp.status_code != 200:
             msg = body.get("error") if isinstance(body, dict) else body
             raise PredictionError(f"'{self.name}' answered {resp.status_code}: {msg}", status=resp.status_code)
+        self.last_request_id = body.get("request_id")
         return np.asarray(body["predictions"])
+
+    def feedback(self, request_ids: str | list[str], y_true: Any) -> int:
+        """Ground truth for earlier predictions, so the panel can show accuracy over time.
+
+        ``feedback(dep.last_request_id, y)`` for one request, or lists of ids and label arrays.
+        """
+        from .monitor import send_feedback
+
+        if isinstance(request_ids, str):
+            request_ids, y_true = [request_ids], [y_true]
+        return send_feedback(self._refresh().url, list(request_ids), list(y_true), headers=self._headers(reload=True))
+
+    def rotate_key(self) -> str:
+        """Replace the API key without downtime; returns the new key (the old one stops working)."""
+        from . import keys
+
+        rec = self._refresh()
+        if not rec.info.get("auth", True):
+            raise NbdeployError(f"'{rec.name}' was deployed with auth=False: it has no key to rotate")
+        old = self._registry.key(rec.name)
+        new = keys.new_key()
+        urls = [r.url for r in self._registry.running(rec.name) if r.url]
+        keys.write_hashes(rec.name, [h for h in (keys.digest(new), old and keys.digest(old)) if h])
+        for url in urls:  # both keys work now; switch the SDK, then retire the old one
+            keys.wait_until(url, new, accepted=True)
+        self._registry.set_key(rec.name, new, keys.digest(new))
+        keys.write_hashes(rec.name, [keys.digest(new)])
+        for url in urls:
+            if old:
+                keys.wait_until(url, old, accepted=False)
+        self._registry.event("key-rotated", rec.name, rec.version, old=keys.masked(old), new=keys.masked(new))
+        self._key = new
+        self._reveal_key = new
+        return new
+
+    def requests(self) -> pd.DataFrame:
+        """The request log: one row per recorded request (time, latency, status, rows)."""
+        from .monitor import log_for
+
+        return log_for(self._record).requests()
+
+    def drift(self, thresholds: Any = None) -> pd.DataFrame:
+        """Drift of live inputs and predictions against the deploy-time sample, one row per feature."""
+        from .monitor import drift
+
+        return drift(self._refresh(), thresholds)
+
+    def accuracy(self, freq: str = "1min") -> pd.DataFrame:
+        """Accuracy (labels) or mean absolute error (numbers) over time, from ``feedback``."""
+        from .monitor import accuracy_over_time, log_for
+
+        return accuracy_over_time(log_for(self._record).feedback(), freq)
+
+    def monitor(self, interval: float = 3.0, live: bool = True) -> Any:
+        """The monitoring panel: tiles, traffic and latency, predictions vs reference, drift, accuracy.
+
+        Live (ipywidgets, refreshed every ``interval`` s until closed or the deployment stops) by
+        default; ``live=False`` gives a static HTML snapshot for saved notebooks and docs. Leave it
+        last in a cell (or ``display(...)`` it) to show it.
+        """
+        from .monitor.panel import open_panel
+
+        return open_panel(self._refresh(), interval=interval, live=live)
 
     def status(self) -> str:
         """``running``, ``unhealthy`` (process up, not ready), ``stopped`` or ``failed``."""
@@ -58,6 +152,24 @@ class Deployment:
         if rec.status != RUNNING:
             return rec.status
         return get_target(rec.target).status(rec)
+
+    def restart(self) -> Deployment:
+        """Start this version again on the same port (after a crash, or to pick up new limits)."""
+        rec = self._refresh()
+        target = get_target(rec.target)
+        target.stop(rec)
+        if not rec.bento_path:
+            raise NbdeployError(f"'{rec.name}' v{rec.version} has no bento to restart from")
+        running = target.deploy(rec, rec.bento_path, rec.port)
+        extra = {"info": {**rec.info, **running.info}} if running.info else {}
+        self._record, others = self._registry.claim(
+            rec.name, rec.version, url=running.url, port=running.port, pid=running.pid, **extra
+        )
+        for other in others:
+            get_target(other.target).stop(other)
+            self._registry.update(other.name, other.version, status=STOPPED, pid=None)
+        self._registry.event("restart", rec.name, rec.version, url=running.url)
+        return self
 
     def logs(self, lines: int = 200) -> str:
         return get_target(self.target).logs(self._record, lines)
@@ -67,9 +179,23 @@ class Deployment:
         rec = self._refresh()
         get_target(rec.target).stop(rec)
         self._record = self._registry.update(rec.name, rec.version, status=STOPPED, pid=None)
+        if rec.status == RUNNING:
+            self._registry.event("stop", rec.name, rec.version)
         if self._http is not None:
             self._http.close()
             self._http = None
+
+    def export(self, path: str) -> list[str]:
+        """Write this version's image archive and bento archive into the folder ``path``; return their paths."""
+        rec = self._refresh()
+        target = get_target(rec.target)
+        export = getattr(target, "export", None)
+        if export is None:
+            raise TargetError(
+                f"'{rec.name}' v{rec.version} runs on the {rec.target} target, which has no image to export",
+                hint="deploy it with target='container' to get an image archive",
+            )
+        return [str(p) for p in export(rec, path)]
 
     def info(self) -> dict[str, Any]:
         """Registry record and capture metadata (schema, requirements, lineage)."""
@@ -85,16 +211,44 @@ class Deployment:
             **rec.info,
         }
 
-    def curl(self) -> str:
+    def curl(self, key: str | None = None) -> str:
         """A ready-to-copy request: the first row of the sample the model was deployed with."""
         body = json.dumps({"inputs": self._record.info.get("example", [])}).replace("'", "'\\''")
-        return f"curl -s -X POST {self.url}/predict -H 'content-type: application/json' -d '{body}'"
+        auth = ""
+        if self._record.info.get("auth", True):
+            auth = f" -H 'authorization: Bearer {key}'" if key else ' -H "authorization: Bearer $NBDEPLOY_KEY"'
+        return f"curl -s -X POST {self.url}/predict -H 'content-type: application/json'{auth} -d '{body}'"
 
     def __repr__(self) -> str:
         return f"Deployment(name={self.name!r}, version={self.version}, target={self.target!r}, url={self.url!r})"
 
+    def _key_row(self, shown_key: str | None) -> str:
+        from . import keys
+
+        if not self._record.info.get("auth", True):
+            return "<b style='color:#cf222e'>off</b> (deployed with auth=False: anyone who reaches the URL can call it)"
+        if shown_key:
+            return (
+                f"<code>{html.escape(shown_key)}</code> <i>shown once: copy it now; later "
+                f"<code>nbdeploy key {html.escape(self.name)}</code> prints it</i>"
+            )
+        masked = html.escape(keys.masked(self._registry.key(self.name)))
+        return f"<code>{masked}</code> (<code>export NBDEPLOY_KEY=$(nbdeploy key {self.name})</code>)"
+
+    def _lineage_row(self) -> str:
+        lin = self._record.info.get("lineage", {})
+        parts = [f"{lin.get('user', '?')}@{lin.get('host', '?')}", f"Python {lin.get('python', '?')}"]
+        if lin.get("git_commit"):
+            parts.append(f"git {lin['git_commit'][:10]}" + (" (dirty)" if lin.get("git_dirty") else ""))
+        if lin.get("notebook"):
+            parts.append(str(lin["notebook"]))
+        reqs = self._record.info.get("requirements", [])
+        parts.append(f"{len(reqs)} pinned requirements ({str(lin.get('requirements_sha256', ''))[:12]})")
+        return html.escape(" · ".join(parts))
+
     def _repr_html_(self) -> str:
         rec = self._record
+        shown_key, self._reveal_key = self._reveal_key, None
         state = rec.status
         colour = {"running": "#1a7f37", "stopped": "#6e7781", "failed": "#cf222e"}.get(state, "#9a6700")
         rows = [
@@ -103,12 +257,15 @@ class Deployment:
             ("Status", f"<b style='color:{colour}'>{html.escape(state)}</b>"),
             ("Bento", f"<code>{html.escape(rec.bento_tag or '-')}</code>"),
             ("Artifact", f"<code>{html.escape(str(rec.info.get('sha256', ''))[:16])}</code>"),
+            ("Lineage", self._lineage_row()),
+            ("Monitor", f"<code>dep.monitor()</code> or <code>%monitor {html.escape(rec.name)}</code> (live panel)"),
         ]
+        rows.insert(3, ("API key", self._key_row(shown_key)))
         body = "".join(f"<tr><th style='text-align:left;padding-right:1em'>{k}</th><td>{v}</td></tr>" for k, v in rows)
         return (
             "<div class='nbdeploy-card' style='border:1px solid #d0d7de;border-radius:6px;padding:8px 12px;"
             "max-width:900px'>"
             f"<div style='font-size:1.1em'><b>{html.escape(rec.name)}</b> &middot; version {rec.version}</div>"
             f"<table>{body}</table>"
-            f"<div>Try it:</div><pre style='white-space:pre-wrap'>{html.escape(self.curl())}</pre></div>"
+            f"<div>Try it:</div><pre style='white-space:pre-wrap'>{html.escape(self.curl(shown_key))}</pre></div>"
         )

@@ -35,6 +35,14 @@ class TargetError(NbdeployError):
     """The target could not start, reach or stop the service."""
 
 
+class EngineError(TargetError):
+    """No container engine was found, or the one found cannot run containers here."""
+
+
+class ImageBuildError(TargetError):
+    """Building a container image (base image or service image) failed; the hint carries the log's tail."""
+
+
 class DeploymentNotFound(NbdeployError):
     """No deployment (or version) by that name in the registry."""
 
@@ -45,3 +53,7 @@ class PredictionError(NbdeployError):
     def __init__(self, message: str, *, status: int, hint: str | None = None) -> None:
         super().__init__(message, hint=hint)
         self.status = status
+
+
+class VerificationError(CaptureError):
+    """The artifact does not load, or does not predict as in the session, from its requirements alone."""

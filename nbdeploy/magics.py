@@ -1,4 +1,4 @@
-"""``%deploy``, ``%deployments``, ``%undeploy``: thin parsing over the public API.
+"""``%deploy``, ``%deployments``, ``%undeploy``, ``%monitor``: thin parsing over the public API.
 
 User errors (nbdeploy's own exceptions, unknown variables) surface as IPython ``UsageError``:
 one clear line, no traceback, and still a failed cell, so papermill stops on them.
@@ -42,7 +42,9 @@ class DeployMagics(Magics):
     @argument("model", help="variable holding the fitted model, pipeline or function")
     @argument("--name", "-n", required=True, help="deployment name (lowercase letters, digits, '-')")
     @argument("--sample", "-s", required=True, help="variable holding sample input (e.g. X_train)")
-    @argument("--target", "-t", default="local", help="where to run it (default: local)")
+    @argument("--target", "-t", default="local", help="where to run it: local (default) or container")
+    @argument("--engine", default=None, help="container engine for --target container (podman, docker)")
+    @argument("--base-image", default=None, help="base image for --target container (default: nbdeploy's own)")
     @argument("--port", "-p", type=int, default=None, help="port for the local target (default: a free one)")
     @argument("--requirements", "-r", default=None, help="extra pins, comma-separated (e.g. 'xgboost==2.1.0')")
     @line_magic
@@ -53,9 +55,11 @@ class DeployMagics(Magics):
         sample = self._lookup(args.sample, "sample")
         reqs = [r.strip() for r in args.requirements.split(",") if r.strip()] if args.requirements else None
         try:
+            container = {"engine": args.engine, "base_image": args.base_image}
             return _api.deploy(
-                model, name=args.name, sample=sample, target=args.target, port=args.port, requirements=reqs
-            )
+                model, name=args.name, sample=sample, target=args.target, port=args.port, requirements=reqs,
+                **{k: v for k, v in container.items() if v is not None},
+            )  # fmt: skip
         except NbdeployError as exc:
             raise _user_error(exc) from None
 
@@ -80,6 +84,22 @@ class DeployMagics(Magics):
             except NbdeployError as exc:
                 raise _user_error(exc) from None
             display(dep)
+
+    @magic_arguments()
+    @argument("name", help="deployment name")
+    @argument("--version", "-v", type=int, default=None, help="a version other than the running one")
+    @argument("--interval", "-i", type=float, default=3.0, help="seconds between updates (default: 3)")
+    @argument("--static", action="store_true", help="a static HTML snapshot instead of the live panel")
+    @line_magic
+    def monitor(self, line: str) -> Any:
+        """Open a deployment's live monitoring panel: %monitor NAME"""
+        args = self._parse(self.monitor, line)
+        if args.interval <= 0:
+            raise UsageError(f"--interval must be a positive number of seconds, not {args.interval:g}")
+        try:
+            return _api.get(args.name, args.version).monitor(interval=args.interval, live=not args.static)
+        except NbdeployError as exc:
+            raise _user_error(exc) from None
 
 
 def register(ipython: Any) -> None:

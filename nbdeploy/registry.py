@@ -6,7 +6,9 @@ transaction, so two kernels deploying the same name get different numbers.
 
 from __future__ import annotations
 
+import getpass
 import json
+import socket
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -34,14 +36,41 @@ CREATE TABLE IF NOT EXISTS deployments (
     info        TEXT NOT NULL DEFAULT '{}',
     PRIMARY KEY (name, version)
 );
+CREATE TABLE IF NOT EXISTS events (
+    id       INTEGER PRIMARY KEY AUTOINCREMENT,
+    at       TEXT NOT NULL,
+    who      TEXT NOT NULL,
+    host     TEXT NOT NULL,
+    action   TEXT NOT NULL,
+    name     TEXT NOT NULL,
+    version  INTEGER,
+    detail   TEXT NOT NULL DEFAULT '{}'
+);
+CREATE TABLE IF NOT EXISTS keys (
+    name        TEXT PRIMARY KEY,
+    secret      TEXT NOT NULL,
+    sha256      TEXT NOT NULL,
+    created_at  TEXT NOT NULL
+);
+CREATE TRIGGER IF NOT EXISTS events_no_update BEFORE UPDATE ON events
+BEGIN SELECT RAISE(ABORT, 'audit events are append-only'); END;
+CREATE TRIGGER IF NOT EXISTS events_no_delete BEFORE DELETE ON events
+BEGIN SELECT RAISE(ABORT, 'audit events are append-only'); END;
 """
 
 #: Statuses a row can have. ``running`` rows own a live process; at most one per name.
 STARTING, RUNNING, STOPPED, FAILED = "starting", "running", "stopped", "failed"
 
 
+def _who() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
 def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
 @dataclass
@@ -109,17 +138,19 @@ class Registry:
 
     _FIELDS = ("target", "status", "bento_tag", "bento_path", "url", "port", "pid")
 
-    def update(self, name: str, version: int, **fields: Any) -> Record:
+    def _assignments(self, fields: dict[str, Any]) -> tuple[str, list[Any]]:
         unknown = set(fields) - set(self._FIELDS) - {"info"}
         if unknown:
             raise ValueError(f"unknown registry fields: {sorted(unknown)}")
-        if "info" in fields:
-            fields["info"] = json.dumps(fields["info"])
-        cols = ", ".join(f"{k}=?" for k in fields)
+        values = [json.dumps(v) if k == "info" else v for k, v in fields.items()]
+        return ", ".join(f"{k}=?" for k in fields), values
+
+    def update(self, name: str, version: int, **fields: Any) -> Record:
+        cols, values = self._assignments(fields)
         with self._tx() as con:
             cur = con.execute(
                 f"UPDATE deployments SET {cols}, updated_at=? WHERE name=? AND version=?",
-                (*fields.values(), _now(), name, version),
+                (*values, _now(), name, version),
             )
             if cur.rowcount == 0:
                 raise DeploymentNotFound(f"no version {version} of deployment '{name}'")
@@ -136,9 +167,12 @@ class Registry:
                     (name,),
                 ).fetchone()
         if row is None:
-            what = f"version {version} of deployment '{name}'" if version else f"deployment '{name}'"
+            versions = [r.version for r in self.list(name, all_versions=True)]
+            if version is not None and versions:
+                known = ", ".join(map(str, versions))
+                raise DeploymentNotFound(f"no version {version} of deployment '{name}'", hint=f"its versions: {known}")
             names = ", ".join(sorted({r.name for r in self.list()})) or "none yet"
-            raise DeploymentNotFound(f"no {what}", hint=f"known deployments: {names}")
+            raise DeploymentNotFound(f"no deployment '{name}'", hint=f"known deployments: {names}")
         return Record.from_row(row)
 
     _CURRENT = "ORDER BY status = 'running' DESC, updated_at DESC, version DESC"
@@ -157,6 +191,52 @@ class Registry:
                     args,
                 ).fetchall()
         return [Record.from_row(r) for r in rows]
+
+    def event(self, action: str, name: str, version: int | None = None, **detail: Any) -> None:
+        """Append an audit event (who, when, what); events are never updated or deleted."""
+        with self._tx() as con:
+            con.execute(
+                "INSERT INTO events (at, who, host, action, name, version, detail) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (_now(), _who(), socket.gethostname(), action, name, version, json.dumps(detail, default=str)),
+            )
+
+    def events(self, name: str | None = None) -> list[dict[str, Any]]:
+        where, args = ("WHERE name=?", (name,)) if name else ("", ())
+        with self._connect() as con:
+            rows = con.execute(f"SELECT * FROM events {where} ORDER BY id", args).fetchall()
+        return [{**dict(zip(r.keys(), r, strict=True)), "detail": json.loads(r["detail"])} for r in rows]
+
+    def claim(self, name: str, version: int, **fields: Any) -> tuple[Record, list[Record]]:
+        """Mark ``version`` running and return the other running versions, atomically.
+
+        Two kernels finishing deploys of one name at once each see the other's claim or none:
+        whoever claims last retires the rest, so exactly one version is left running.
+        """
+        cols, values = self._assignments({"status": RUNNING, **fields})
+        with self._tx() as con:
+            con.execute(
+                f"UPDATE deployments SET {cols}, updated_at=? WHERE name=? AND version=?",
+                (*values, _now(), name, version),
+            )
+            rows = con.execute(
+                "SELECT * FROM deployments WHERE name=? AND status=? AND version != ?", (name, RUNNING, version)
+            ).fetchall()
+        return self.get(name, version), [Record.from_row(r) for r in rows]
+
+    def key(self, name: str) -> str | None:
+        """The API key the SDK sends for ``name`` (this file is readable by its owner only)."""
+        with self._connect() as con:
+            row = con.execute("SELECT secret FROM keys WHERE name=?", (name,)).fetchone()
+        return row[0] if row else None
+
+    def set_key(self, name: str, secret: str, sha256: str) -> None:
+        with self._tx() as con:
+            con.execute(
+                "INSERT INTO keys (name, secret, sha256, created_at) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT(name) DO UPDATE SET secret=excluded.secret, sha256=excluded.sha256,"
+                " created_at=excluded.created_at",
+                (name, secret, sha256, _now()),
+            )
 
     def running(self, name: str) -> list[Record]:
         with self._connect() as con:

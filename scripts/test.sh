@@ -3,8 +3,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-.venv/bin/ruff check nbdeploy tests examples
-.venv/bin/ruff format --check nbdeploy tests examples
+bash scripts/podman-setup.sh  # the container target's engine; quiet when installed
+bash scripts/browser-setup.sh  # Debian's chromium for the real-browser panel test; quiet when installed
+.venv/bin/nbdeploy base-image build --cache-dir .cache  # present: nothing; cached archive: load; else bootstrap
+.venv/bin/ruff check nbdeploy tests examples bench scripts notebooks/conftest.py
+.venv/bin/ruff format --check nbdeploy tests examples bench scripts notebooks/conftest.py
 mkdir -p test-artifacts
 export PATH="$PWD/.venv/bin:$PATH"
 exec .venv/bin/python -m pytest -p no:cacheprovider "$@"

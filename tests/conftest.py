@@ -86,3 +86,10 @@ def churn_data() -> tuple[pd.DataFrame, pd.Series]:
     )
     y = ((X.support_calls > 2) & (X.tenure < 24) | (X.monthly > 95)).astype(int)
     return X, y
+
+
+def auth(dep: Any) -> dict[str, str]:
+    """Headers carrying the deployment's API key, for tests that speak raw HTTP."""
+    from nbdeploy.registry import Registry
+
+    return {"authorization": f"Bearer {Registry().key(dep.name)}"}

@@ -70,7 +70,7 @@ def _row(**over):
         ([], "empty"),
         ("text", "'inputs' must be a list of records"),
         ([1, 2], "row 0 is int"),
-        ({"columns": ["age"], "data": [[1, 2]]}, "row 0 has 2 values but 1 columns"),
+        ({"columns": ["age"], "data": [[1, 2]]}, "row 0 has 2 values but the columns name 1"),
         ({"columns": ["age", "age"], "data": [[1, 2]]}, "column 'age' is named twice"),
     ],
 )

@@ -12,7 +12,7 @@ import textwrap
 import httpx
 import numpy as np
 import pytest
-from conftest import notebook
+from conftest import auth, notebook
 from sklearn.ensemble import RandomForestClassifier
 
 import nbdeploy
@@ -123,22 +123,25 @@ def served(churn_data):
     ],
 )
 def test_bad_input_gets_400_naming_the_problem(served, body, needle):
-    resp = httpx.post(f"{served.url}/predict", json=body)
+    resp = httpx.post(f"{served.url}/predict", json=body, headers=auth(served))
     assert resp.status_code == 400, resp.text
     assert needle in resp.text
 
 
 @pytest.mark.parametrize("raw", [b"", b'{"inputs": [', b"not json"])
 def test_empty_or_malformed_body_gets_400(served, raw):
-    resp = httpx.post(f"{served.url}/predict", content=raw, headers={"content-type": "application/json"})
+    resp = httpx.post(
+        f"{served.url}/predict", content=raw, headers={"content-type": "application/json", **auth(served)}
+    )
     assert resp.status_code == 400
     assert "inputs" in resp.text or "JSON" in resp.text
     # and the service keeps serving
     ok = httpx.post(
         f"{served.url}/predict",
         json={"inputs": [{"tenure": 1, "monthly": 80.0, "support_calls": 1, "plan": "pro"}]},
+        headers=auth(served),
     )
-    assert ok.status_code == 200 and ok.json() == {"predictions": [2]}
+    assert ok.status_code == 200 and ok.json()["predictions"] == [2]
 
 
 def test_predict_raises_package_error_on_400(served):
@@ -208,10 +211,10 @@ def test_redeploy_makes_v2_and_rollback_serves_v1(churn_data):
     v2_fn = notebook("def f(df):\n    return df['tenure'] * 2.0\n")["f"]
     try:
         d1 = nbdeploy.deploy(v1_fn, name="versions", sample=num)
-        pid1 = d1._record.pid
+        pid1, bento1 = d1._record.pid, d1._record.bento_path
         d2 = nbdeploy.deploy(v2_fn, name="versions", sample=num)
         assert (d1.version, d2.version) == (1, 2)
-        assert not _process.group_members(pid1), "version 1's processes must be gone"
+        assert not _process.members(pid1, bento1), "version 1's processes must be gone"
         assert d1.status() == "stopped"
         current = nbdeploy.get("versions")
         assert current.version == 2
@@ -243,9 +246,10 @@ def test_stop_leaves_no_process(churn_data):
     X, _ = churn_data
     dep = nbdeploy.deploy(notebook("def f(df):\n    return df['tenure']\n")["f"], name="stopper", sample=X)
     pid = dep._record.pid
-    assert len(_process.group_members(pid)) >= 1
+    bento = dep._record.bento_path
+    assert len(_process.members(pid, bento)) >= 2  # the server and its worker
     dep.stop()
-    assert _process.group_members(pid) == []
+    assert _process.members(pid, bento) == []
     assert dep.status() == "stopped"
     with pytest.raises(nbdeploy.PredictionError):
         dep.predict(X[:1])

@@ -18,6 +18,7 @@ RUNTIME_PACKAGE = "nbdeploy_runtime"
 SERVICE = f"{RUNTIME_PACKAGE}.service:NbdeployService"
 _RUNTIME_SRC = Path(__file__).resolve().parent.parent / "runtime"
 _build_lock = threading.Lock()
+_LINEAGE_LABELS = ("user", "host", "created_at", "notebook", "cells_sha256", "git_commit", "git_dirty")
 
 
 @dataclass(frozen=True)
@@ -31,11 +32,16 @@ def bento_env() -> dict[str, str]:
     return {"BENTOML_DO_NOT_TRACK": "True"}
 
 
-def _write_context(ctx: Path, artifact: ModelArtifact, service_name: str) -> None:
+def _write_context(ctx: Path, artifact: ModelArtifact, service_name: str, image: dict[str, str] | None = None) -> None:
     art = ctx / "artifact"
     art.mkdir()
     (art / "model.pkl").write_bytes(artifact.payload)
-    (art / "meta.json").write_text(json.dumps(artifact.meta(service_name), indent=1))
+    meta = {**artifact.meta(service_name), **({"image": image} if image else {})}
+    (art / "meta.json").write_text(json.dumps(meta, indent=1))
+    if artifact.wheels:
+        (ctx / "wheels").mkdir()
+        for wheel in artifact.wheels:
+            shutil.copy2(wheel, ctx / "wheels")
     shutil.copytree(_RUNTIME_SRC, ctx / RUNTIME_PACKAGE, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
 
 
@@ -46,8 +52,14 @@ def _forget_runtime_modules() -> None:
         del sys.modules[mod]
 
 
-def build_bento(artifact: ModelArtifact, name: str, version: int, store_dir: Path) -> BentoRef:
-    """Build the bento into ``store_dir`` (a BentoML store of nbdeploy's own) and return its tag and path."""
+def build_bento(
+    artifact: ModelArtifact, name: str, version: int, store_dir: Path, image: dict[str, str] | None = None
+) -> BentoRef:
+    """Build the bento into ``store_dir`` (a BentoML store of nbdeploy's own) and return its tag and path.
+
+    ``image``: ``bentoml.images.Image`` arguments for the container image (the service declares them; BentoML's
+    docker options cannot select ``distro="custom"``, which skips its apt step).
+    """
     os.environ.update(bento_env())
     import bentoml
     from bentoml._internal.bento.bento import BentoStore
@@ -58,10 +70,15 @@ def build_bento(artifact: ModelArtifact, name: str, version: int, store_dir: Pat
         "nbdeploy.version": str(version),
         "nbdeploy.sha256": artifact.sha256,
         "nbdeploy.python": artifact.lineage["python"],
+        "nbdeploy.requirements-sha256": artifact.lineage["requirements_sha256"],
+        **{f"nbdeploy.{k}": str(v) for k, v in artifact.lineage.items() if k in _LINEAGE_LABELS and v is not None},
     }
+    python: dict[str, object] = {"packages": artifact.requirements, "lock_packages": False}
+    if artifact.wheels:
+        python["wheels"] = [f"wheels/{Path(w).name}" for w in artifact.wheels]
     with _build_lock, tempfile.TemporaryDirectory(prefix="nbdeploy-build-") as tmp:
         ctx = Path(tmp)
-        _write_context(ctx, artifact, name)
+        _write_context(ctx, artifact, name, image)
         _forget_runtime_modules()
         try:
             bento = bentoml.bentos.build(
@@ -71,7 +88,7 @@ def build_bento(artifact: ModelArtifact, name: str, version: int, store_dir: Pat
                 labels=labels,
                 description=f"nbdeploy deployment '{name}', version {version}",
                 build_ctx=str(ctx),
-                python={"packages": artifact.requirements, "lock_packages": False},
+                python=python,
                 _bento_store=BentoStore(str(store_dir)),
             )
         except Exception as exc:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +13,6 @@ import numpy as np
 import pandas as pd
 
 from .schema import to_model_input
-
-log = logging.getLogger("nbdeploy.runtime")
 
 ARTIFACT = "model.pkl"
 META = "meta.json"
@@ -33,11 +31,10 @@ def load_model(artifact_dir: Path, meta: dict[str, Any]) -> Any:
     data = (artifact_dir / ARTIFACT).read_bytes()
     digest = hashlib.sha256(data).hexdigest()
     if digest != meta["sha256"]:
-        log.error(
-            "nbdeploy: artifact %s has sha256 %s but %s was captured; refusing to start",
-            artifact_dir / ARTIFACT,
-            digest,
-            meta["sha256"],
+        # stderr, not logging: the server's logging setup is not ours, and this line must be seen.
+        sys.stderr.write(
+            f"nbdeploy: REFUSING TO START: artifact {artifact_dir / ARTIFACT} has sha256 {digest}, "
+            f"but {meta['sha256']} was captured (it was modified after capture)\n"
         )
         raise IntegrityError(f"artifact sha256 mismatch: {digest} != {meta['sha256']}")
     return cloudpickle.loads(data)
@@ -64,10 +61,20 @@ class Predictor:
         obj = load_model(artifact_dir, self.meta)
         self._fn = obj.predict if self.meta["kind"] == "estimator" else obj
 
-    def predict(self, inputs: Any) -> list[Any]:
-        frame = to_model_input(inputs, self.schema)
-        out = self._fn(frame)
-        preds = to_jsonable(out)
+    @property
+    def batchable(self) -> bool:
+        """Shown at capture: predicting rows together gives what predicting them apart gives."""
+        return bool(self.meta.get("batchable", False))
+
+    def frame(self, inputs: Any) -> Any:
+        """Validated model input (raises InputError naming the column)."""
+        return to_model_input(inputs, self.schema)
+
+    def run(self, frame: Any) -> list[Any]:
+        preds = to_jsonable(self._fn(frame))
         if len(preds) != len(frame):
             raise RuntimeError(f"the model returned {len(preds)} predictions for {len(frame)} rows")
         return preds
+
+    def predict(self, inputs: Any) -> list[Any]:
+        return self.run(self.frame(inputs))

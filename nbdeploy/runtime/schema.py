@@ -49,7 +49,7 @@ def _split_columns(inputs: dict[str, Any]) -> tuple[list[str], list[Sequence[Any
         raise InputError("split inputs need 'data': a list of rows (lists)")
     for i, row in enumerate(data):
         if len(row) != len(columns):
-            raise InputError(f"row {i} has {len(row)} values but {len(columns)} columns were named")
+            raise InputError(f"row {i} has {len(row)} values but the columns name {len(columns)}")
     if len(set(columns)) != len(columns):
         dup = next(c for c in columns if columns.count(c) > 1)
         raise InputError(f"column '{dup}' is named twice")
@@ -155,6 +155,14 @@ def _column(name: str, values: Sequence[Any], spec: dict[str, Any]) -> Any:
         except (TypeError, ValueError):
             return out.to_numpy()
     return np.array(values, dtype=object)
+
+
+def count_rows(inputs: Any) -> int:
+    """Rows in a request, before any validation (for the rows-per-request limit)."""
+    if isinstance(inputs, dict):
+        data = inputs.get("data")
+        return len(data) if isinstance(data, list) else 1
+    return len(inputs) if isinstance(inputs, list) else 0
 
 
 def to_model_input(inputs: Any, schema: dict[str, Any]) -> pd.DataFrame | np.ndarray:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -24,6 +25,8 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 def check_port(port: int, host: str = "127.0.0.1") -> None:
     with socket.socket() as sock:
+        # as the server will: connections of a previous server in TIME_WAIT must not count as "in use"
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError:
@@ -87,20 +90,33 @@ def is_alive(pid: int | None, marker: str) -> bool:
     return st is not None and st[0] != "Z" and marker in cmdline(pid)
 
 
-def stop_group(pgid: int, grace_s: float = 10.0) -> None:
-    """SIGTERM the whole group, then SIGKILL what is left after ``grace_s``; wait until none is left."""
+def members(pgid: int, marker: str) -> list[int]:
+    """Live processes of a service: its process group, plus any process whose command line names
+    ``marker`` (BentoML's workers run in process groups of their own and outlive a killed arbiter)."""
+    found = set(group_members(pgid)) if pgid else set()
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit() and int(entry.name) != os.getpid() and is_alive(int(entry.name), marker):
+            found.add(int(entry.name))
+    return sorted(found)
+
+
+def stop_group(pgid: int, marker: str, grace_s: float = 10.0) -> None:
+    """SIGTERM the service's processes, SIGKILL what is left after ``grace_s``; wait until none is left."""
     for sig, wait in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 5.0)):
-        try:
-            os.killpg(pgid, sig)
-        except ProcessLookupError:
-            return
+        if pgid > 0:  # never 0: killpg(0) would signal our own process group
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pgid, sig)
+        for pid in members(pgid, marker):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, sig)
         end = time.monotonic() + wait
         while time.monotonic() < end:
-            if not group_members(pgid):
+            if not members(pgid, marker):
                 return
             time.sleep(0.05)
-    if group_members(pgid):
-        raise TargetError(f"processes {group_members(pgid)} of group {pgid} survived SIGKILL")
+    left = members(pgid, marker)
+    if left:
+        raise TargetError(f"processes {left} of the service survived SIGKILL")
 
 
 def tail(path: Path, lines: int) -> str:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Protocol
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import httpx
 
@@ -19,6 +19,7 @@ class Running:
     url: str
     port: int | None = None
     pid: int | None = None
+    info: dict[str, Any] = field(default_factory=dict)  # merged into the registry record's info (image ids, ...)
 
 
 class Target(Protocol):
@@ -33,20 +34,71 @@ class Target(Protocol):
     def stop(self, record: Record) -> None: ...
 
 
+_probe_client: httpx.Client | None = None
+
+
 def is_ready(url: str, timeout: float = 2.0) -> bool:
+    global _probe_client
+    if _probe_client is None:  # one client: a new one per poll would load the CA bundle every time
+        _probe_client = httpx.Client(trust_env=False)
     try:
-        return httpx.get(f"{url}/readyz", timeout=timeout).status_code == 200
+        return _probe_client.get(f"{url}/readyz", timeout=timeout).status_code == 200
     except httpx.HTTPError:
         return False
 
 
-def wait_ready(url: str, alive: Callable[[], bool], deadline_s: float) -> bool:
-    """Poll ``/readyz`` until it answers 200, the process dies, or the deadline passes."""
+def _never() -> bool:
+    return False
+
+
+def wait_ready(url: str, alive: Callable[[], bool], deadline_s: float, failed: Callable[[], bool] = _never) -> bool:
+    """Poll ``/readyz`` until it answers 200, the service dies or reports failure, or the deadline passes."""
     end = time.monotonic() + deadline_s
     while time.monotonic() < end:
         if is_ready(url, timeout=1.0):
             return True
-        if not alive():
+        if not alive() or failed():
             return False
         time.sleep(0.05)
     return False
+
+
+def check_python(record: Record, target_python: str) -> None:
+    """Refuse to serve an artifact pickled under another Python major.minor (pickles are not portable)."""
+    captured = str(record.info.get("lineage", {}).get("python", ""))
+    if captured and captured.split(".")[:2] != target_python.split(".")[:2]:
+        from ..errors import TargetError
+
+        raise TargetError(
+            f"'{record.name}' v{record.version} was captured with Python {captured}, "
+            f"but the {record.target} target runs Python {target_python}",
+            hint=f"serve it from a Python {'.'.join(captured.split('.')[:2])} environment, or redeploy from this one",
+        )
+
+
+#: deploy(limits=...) names and the variables the service reads them from.
+LIMITS = {
+    "max_rows": "NBDEPLOY_MAX_ROWS",
+    "max_body_bytes": "NBDEPLOY_MAX_BODY_BYTES",
+    "timeout_s": "NBDEPLOY_TIMEOUT_S",
+    "max_concurrency": "NBDEPLOY_MAX_CONCURRENCY",
+    "max_queue": "NBDEPLOY_MAX_QUEUE",
+    "record_sample_rate": "NBDEPLOY_RECORD_SAMPLE_RATE",
+    "record_retention_days": "NBDEPLOY_RECORD_RETENTION_DAYS",
+}
+
+
+def service_env(record: Record, root: str) -> dict[str, str]:
+    """Variables the service reads; ``root`` is the deployment's folder as the service sees it.
+
+    The folder holds ``keys.json`` (key hashes) and ``vN/`` (request log, reference sample) and is
+    the host's ``NBDEPLOY_HOME/deployments/NAME``, mounted into containers.
+    """
+    env = {
+        "NBDEPLOY_DATA_DIR": f"{root}/v{record.version}",
+        "NBDEPLOY_KEYS_FILE": f"{root}/keys.json",
+        "NBDEPLOY_AUTH": "required" if record.info.get("auth", True) else "off",
+    }
+    for name, value in (record.info.get("limits") or {}).items():
+        env[LIMITS[name]] = str(value)
+    return env

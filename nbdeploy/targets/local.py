@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -11,37 +12,61 @@ from ..errors import TargetError
 from ..package import bento_env
 from ..registry import Record
 from . import _process
-from .base import Running, is_ready, wait_ready
+from .base import Running, check_python, is_ready, service_env, wait_ready
 
 READY_DEADLINE_S = 120.0
+STARTUP_FAILED = "Application startup failed"
 
 
 def _log_path(record: Record) -> Path:
     return config.deployment_dir(record.name, record.version) / "server.log"
 
 
+def _startup_failed(log: Path) -> bool:
+    # BentoML keeps the arbiter alive when a worker's startup fails; the log says so at once.
+    return STARTUP_FAILED in _process.tail(log, 40)
+
+
+def _cause(log: Path) -> str:
+    """The most telling line of a failed start: nbdeploy's own refusal, else the last exception."""
+    lines = _process.tail(log, 200).splitlines()
+    for line in lines:
+        if line.startswith("nbdeploy: "):
+            return line.removeprefix("nbdeploy: ")
+    errors = [ln for ln in lines if re.match(r"^[A-Za-z_.]+(Error|Exception)\b", ln)]
+    return errors[-1] if errors else "see the server log below"
+
+
 class LocalTarget:
     name = "local"
 
     def deploy(self, record: Record, bento_path: str, port: int | None = None) -> Running:
+        check_python(record, ".".join(map(str, sys.version_info[:3])))
         if port is None:
             port = _process.free_port()
         else:
             _process.check_port(port)
         log = _log_path(record)
         cmd = [sys.executable, "-m", "bentoml", "serve", bento_path, "--host", "127.0.0.1", "--port", str(port)]
-        env = {**os.environ, **bento_env(), "BENTOML_HOME": str(config.home() / "bentoml")}
+        env = {
+            **os.environ,
+            **bento_env(),
+            "BENTOML_HOME": str(config.home() / "bentoml"),
+            **service_env(record, str(log.parent.parent)),
+        }
         pid = _process.spawn(cmd, log, env, cwd=log.parent)
         url = f"http://127.0.0.1:{port}"
         try:
-            ready = wait_ready(url, lambda: _process.is_alive(pid, bento_path), READY_DEADLINE_S)
+            ready = wait_ready(
+                url, lambda: _process.is_alive(pid, bento_path), READY_DEADLINE_S, lambda: _startup_failed(log)
+            )
         except BaseException:  # interrupted: leave no orphan behind
-            _process.stop_group(pid)
+            _process.stop_group(pid, bento_path)
             raise
         if not ready:
-            _process.stop_group(pid)
+            _process.stop_group(pid, bento_path)
             raise TargetError(
-                f"the service for '{record.name}' v{record.version} did not become ready on {url}",
+                f"the service for '{record.name}' v{record.version} did not start: {_cause(log)}",
                 hint="server log:\n" + _process.tail(log, 30),
             )
         return Running(url=url, port=port, pid=pid)
@@ -50,18 +75,17 @@ class LocalTarget:
         return _process.is_alive(record.pid, record.bento_path or "bentoml")
 
     def status(self, record: Record) -> str:
+        """Called for versions the registry holds as running: a dead process means it crashed."""
         if not self._alive(record):
-            return "stopped"
+            return "failed"
         return "running" if record.url and is_ready(record.url) else "unhealthy"
 
     def logs(self, record: Record, lines: int = 200) -> str:
         return _process.tail(_log_path(record), lines)
 
     def stop(self, record: Record) -> None:
-        if self._alive(record):
-            assert record.pid is not None
-            _process.stop_group(record.pid)
-        elif record.pid and _process.group_members(record.pid):
-            _process.stop_group(record.pid)
-        if record.pid and _process.group_members(record.pid):
-            raise TargetError(f"could not stop process group {record.pid} of '{record.name}'")
+        """Stop the server and its workers, also those orphaned by a crashed server; idempotent."""
+        marker = record.bento_path or ""
+        pgid = record.pid if record.pid and _process.is_alive(record.pid, marker or "bentoml") else 0
+        if marker and _process.members(pgid, marker):
+            _process.stop_group(pgid, marker)
