@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from nbdeploy.targets._process import members
+
 _OWN_BASE = not os.environ.get("NBDEPLOY_HOME")
 _BASE = Path(tempfile.mkdtemp(prefix="nbdeploy-nbval-") if _OWN_BASE else os.environ["NBDEPLOY_HOME"])
 _current: list[object] = [None]
@@ -33,23 +35,8 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         os.environ["NBDEPLOY_HOME"] = str(home)
 
 
-def _processes_under(home: Path) -> list[int]:
-    pids = []
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmd = Path(f"/proc/{entry.name}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            state = Path(f"/proc/{entry.name}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if str(home) in cmd and state != "Z":
-            pids.append(int(entry.name))
-    return pids
-
-
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    left = _processes_under(_BASE)
+    left = members(0, str(_BASE))
     for pid in left:
         with contextlib.suppress(OSError):
             os.kill(pid, signal.SIGKILL)

@@ -25,24 +25,10 @@ from pathlib import Path
 import nbformat
 import papermill
 
+from nbdeploy.targets._process import members
+
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
-
-
-def _processes_under(home: Path) -> list[int]:
-    """PIDs of live processes whose command line mentions ``home`` (servers a notebook left running)."""
-    pids = []
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmd = Path(f"/proc/{entry.name}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            state = Path(f"/proc/{entry.name}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if str(home) in cmd and state != "Z":
-            pids.append(int(entry.name))
-    return pids
 
 
 # API keys the cards show once: never committed, even dead ones (the same placeholders nbval's sanitizer uses)
@@ -96,7 +82,7 @@ def execute(path: Path, home: Path) -> None:
             shutil.copy(out, kept)
         raise SystemExit(f"{path.name} failed (the executed copy is in {kept}):\n{exc}") from None
     finally:
-        left = _processes_under(home)
+        left = members(0, str(home))
         for pid in left:
             with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGKILL)

@@ -16,22 +16,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from nbdeploy.targets._process import cmdline, members
+
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def _processes_under(home: Path) -> list[tuple[int, str]]:
-    found = []
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmd = Path(f"/proc/{entry.name}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            state = Path(f"/proc/{entry.name}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if str(home) in cmd and state != "Z":
-            found.append((int(entry.name), cmd))
-    return found
 
 
 def _stop_everything() -> None:
@@ -48,7 +35,7 @@ def nbdeploy_home(tmp_path_factory: pytest.TempPathFactory):
     os.environ["NBDEPLOY_HOME"] = str(home)
     yield home
     _stop_everything()
-    left = _processes_under(home)
+    left = [(pid, cmdline(pid)) for pid in members(0, str(home))]
     for pid, _ in left:
         with contextlib.suppress(OSError):
             os.killpg(pid, 9)
