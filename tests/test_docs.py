@@ -24,9 +24,10 @@ from pathlib import Path
 import nbformat
 import papermill
 import pytest
-from conftest import ROOT, _processes_under
+from conftest import ROOT
 
 import nbdeploy
+from nbdeploy.targets._process import cmdline, members
 
 pytestmark = pytest.mark.slow
 
@@ -52,6 +53,15 @@ NOTEBOOK_CHECKS: dict[str, tuple[dict[str, object], list[str]]] = {
             "400 {'error': \"missing column 'plan'\"",
         ],
     ),
+    "edge.ipynb": (
+        {"name": "docs-edge", "local_name": "docs-edge-local"},
+        [
+            "classes identical on 100% of rows",
+            "step 'features' (CallsPerYear) cannot be exported to ONNX",
+            "docs-edge v1 [edge] running: 100 predictions over HTTP, identical to the notebook's: True",
+            "answered 400: missing column 'plan'",
+        ],
+    ),
 }
 
 
@@ -71,7 +81,7 @@ def _running() -> set[tuple[str, int]]:
 
 
 def _kill_all_under(home: Path) -> list[tuple[int, str]]:
-    left = _processes_under(home)
+    left = [(pid, cmdline(pid)) for pid in members(0, str(home))]
     for pid, _ in left:
         with contextlib.suppress(OSError):
             os.kill(pid, signal.SIGKILL)
