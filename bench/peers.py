@@ -104,7 +104,9 @@ def mlflow_serve(model_path: Path, workdir: Path, sklearn_version: str) -> Serve
     if saved.exists():
         shutil.rmtree(saved)
     load = f"pickle.load(open({str(model_path)!r}, 'rb'))"
-    code = f"import pickle, mlflow.sklearn; mlflow.sklearn.save_model({load}, {str(saved)!r})"
+    # MLflow 3 serialises with skops and asks which types to trust: the forest's Tree, which we made ourselves
+    trust = "skops_trusted_types=['sklearn.tree._tree.Tree']"
+    code = f"import pickle, mlflow.sklearn; mlflow.sklearn.save_model({load}, {str(saved)!r}, {trust})"
     subprocess.run([py, "-c", code], check=True, capture_output=True)
     port = _process.free_port()
     cmd = [str(env / "bin" / "mlflow"), "models", "serve", "-m", str(saved), "--env-manager", "local",

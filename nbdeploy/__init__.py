@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from ._api import audit, deploy, deployments, get, rollback, verify
+from ._api import audit, deploy, deployments, export_edge, get, manifests, rollback, verify
 from .deployment import Deployment
 from .errors import (
     CaptureError,
     DeploymentNotFound,
+    EdgeExportError,
     NbdeployError,
     PackagingError,
     PredictionError,
@@ -22,6 +23,7 @@ __all__ = [
     "CaptureError",
     "Deployment",
     "DeploymentNotFound",
+    "EdgeExportError",
     "NbdeployError",
     "PackagingError",
     "PredictionError",
@@ -33,8 +35,10 @@ __all__ = [
     "audit",
     "deploy",
     "deployments",
+    "export_edge",
     "get",
     "load_ipython_extension",
+    "manifests",
     "rollback",
     "verify",
 ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import time
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -192,6 +193,17 @@ def verify(obj: Any, sample: Any, **capture_options: Any) -> dict[str, Any]:
     }
 
 
+def export_edge(obj: Any, path: str, sample: Any, *, quantize: bool = False) -> Any:
+    """Write an edge bundle to ``path``: model.onnx, schema.json, manifest.json and a server needing only onnxruntime.
+
+    Fails with ``EdgeExportError`` naming the step that cannot be converted, or the largest difference if the
+    bundle does not predict ``sample`` as the session does. Returns an ``EdgeBundle`` (path, size, parity).
+    """
+    from .edge import export_edge as export
+
+    return export(obj, path, sample, quantize=quantize)
+
+
 def audit(name: str | None = None) -> pd.DataFrame:
     """Every deploy, stop, rollback and failure, oldest first: who, when, what, from which lineage."""
     cols = ["id", "at", "who", "host", "action", "name", "version", "detail"]
@@ -232,3 +244,83 @@ def rollback(name: str, version: int, *, port: int | None = None) -> Deployment:
         raise
     reg.event("rollback", name, version, replaced=current, url=rec.url)
     return Deployment(rec, reg)
+
+
+def manifests(
+    obj_or_name: Any,
+    path: str | Path,
+    *,
+    version: int | None = None,
+    name: str | None = None,
+    sample: Any = None,
+    image: str | None = None,
+    replicas: int = 2,
+    resources: dict[str, dict[str, str]] | None = None,
+    hpa: bool | dict[str, int] = True,
+    namespace: str | None = None,
+    auth: bool = True,
+    limits: dict[str, float] | None = None,
+    requirements: list[str] | None = None,
+) -> Path:
+    """Write the Kubernetes manifests of a deployment into one YAML file (for GitOps or ``kubectl apply``).
+
+    ``obj_or_name`` is a deployed name (its running version, or ``version``) or a model object, which is
+    captured with ``name`` and ``sample`` but neither built nor deployed. The image is ``image`` (best by
+    digest: ``registry/repo@sha256:...``), else the container image the version was built as, else a
+    placeholder under ``registry.invalid`` to replace. ``path`` is a folder (the file is ``NAME.yaml``)
+    or a ``.yaml`` file. Returns the file written. ``replicas``, ``resources``, ``hpa``, ``namespace``: see
+    ``nbdeploy.targets.kubernetes.render``; ``auth``, ``limits``, ``requirements`` as in ``deploy``.
+    The Secret carries the sha256 of the name's API key only; a name without a key gets one, which
+    ``nbdeploy key NAME`` prints.
+    """
+    from . import keys
+    from .targets.kubernetes import render, to_yaml
+
+    reg = Registry()
+    if isinstance(obj_or_name, str):
+        rec = reg.get(obj_or_name, version)
+    else:
+        if name is None or sample is None:
+            raise NbdeployError("manifests for a model object need name= and sample=", hint="or pass a deployed name")
+        _check_name(name)
+        _check_limits(limits)
+        artifact = capture(obj_or_name, sample, requirements)
+        info = {
+            "kind": artifact.kind,
+            "sha256": artifact.sha256,
+            "requirements": artifact.requirements,
+            "lineage": artifact.lineage,
+            "auth": bool(auth),
+            "limits": dict(limits or {}),
+        }
+        rec = Record(name=name, version=0, target="kubernetes", status="captured", info=info)
+    hashes = None
+    if rec.info.get("auth", True):
+        _ensure_key(reg, rec.name)  # made if the name has none (`nbdeploy key NAME` prints it); hash file restored
+        hashes = keys.read_hashes(rec.name)
+    ref = image or _k8s_image(rec)
+    docs = render(rec, ref, replicas=replicas, resources=resources, hpa=hpa, namespace=namespace, key_hashes=hashes)
+    out = Path(path)
+    if out.suffix not in {".yaml", ".yml"}:
+        out = out / f"{rec.name}.yaml"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    what = f"'{rec.name}' v{rec.version}" if rec.version else f"'{rec.name}' (captured, not deployed)"
+    header = (
+        f"Kubernetes manifests for {what}, written by nbdeploy.\n"
+        f"Apply: kubectl apply --server-side --field-manager=nbdeploy -f {out.name}"
+    )
+    out.write_text(to_yaml(docs, header))
+    reg.event("manifests", rec.name, rec.version or None, path=str(out.resolve()), image=ref)
+    return out
+
+
+def _k8s_image(rec: Record) -> str:
+    """The image a version's manifests run: pushed (by digest), else its local container image, else a placeholder."""
+    pushed = (rec.info.get("kubernetes") or {}).get("image")
+    if pushed:
+        return str(pushed)
+    built = rec.info.get("container") or {}
+    if built.get("image"):
+        # podman names local images localhost/NAME:TAG; docker keeps them as NAME:TAG
+        return f"localhost/{built['image']}" if built.get("engine") == "podman" else str(built["image"])
+    return f"registry.invalid/nbdeploy-{rec.name}:unbuilt"

@@ -80,6 +80,17 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export_edge(args: argparse.Namespace) -> int:
+    bundle = _api.get(args.name, args.version).export_edge(args.path, quantize=args.quantize)
+    sys.stdout.write(f"{bundle.path} ({bundle.size_bytes} bytes, max |difference| {bundle.max_difference:.3g})\n")
+    if args.image:
+        from .edge import build_image
+
+        image = build_image(bundle.path, args.image, engine=args.engine)
+        sys.stdout.write(f"{image.tag} {image.image_id[:12]} ({image.size_bytes} bytes)\n")
+    return 0
+
+
 def _base_image_build(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -99,6 +110,29 @@ def _base_image_build(args: argparse.Namespace) -> int:
         + "\n"
     )
     return 0
+
+
+def _k8s_manifests(args: argparse.Namespace) -> int:
+    path = _api.manifests(
+        args.name, args.dir, version=args.version, image=args.image, replicas=args.replicas,
+        hpa=not args.no_hpa, namespace=args.namespace,
+    )  # fmt: skip
+    sys.stdout.write(f"{path}\n")
+    return 0
+
+
+def _add_k8s(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    k8s = sub.add_parser("k8s", help="Kubernetes: manifests for a deployment")
+    k8s_sub = k8s.add_subparsers(dest="k8s_command", required=True)
+    m = k8s_sub.add_parser("manifests", help="write DIR/NAME.yaml: Secret, Deployment, Service, HPA, PDB")
+    m.add_argument("name")
+    m.add_argument("dir")
+    m.add_argument("--version", type=int, default=None)
+    m.add_argument("--image", default=None, help="image reference, best by digest (default: the version's image)")
+    m.add_argument("--replicas", type=int, default=2, help="replicas (the autoscaler's minimum)")
+    m.add_argument("--no-hpa", action="store_true", help="no HorizontalPodAutoscaler: a fixed replica count")
+    m.add_argument("--namespace", default=None)
+    m.set_defaults(func=_k8s_manifests)
 
 
 def _add_base_image(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -153,7 +187,16 @@ def parser() -> argparse.ArgumentParser:
     ex.add_argument("path")
     ex.add_argument("--version", type=int, default=None)
     ex.set_defaults(func=_export)
+    ee = sub.add_parser("export-edge", help="write a deployment's edge bundle (ONNX + onnxruntime-only server)")
+    ee.add_argument("name")
+    ee.add_argument("path")
+    ee.add_argument("--version", type=int, default=None)
+    ee.add_argument("--quantize", action="store_true", help="dynamic int8 quantisation of weight matrices")
+    ee.add_argument("--image", default=None, help="also build a container image TAG of it on the local base image")
+    ee.add_argument("--engine", default=None, help="podman or docker, for --image (default: the first that works)")
+    ee.set_defaults(func=_export_edge)
     _add_base_image(sub)
+    _add_k8s(sub)
     return p
 
 

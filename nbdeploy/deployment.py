@@ -197,6 +197,12 @@ class Deployment:
             )
         return [str(p) for p in export(rec, path)]
 
+    def export_edge(self, path: str, quantize: bool = False) -> Any:
+        """Write this version's edge bundle (ONNX model, schema, manifest, onnxruntime-only server) to ``path``."""
+        from .targets.edge import export_record
+
+        return export_record(self._refresh(), path, quantize=quantize)
+
     def info(self) -> dict[str, Any]:
         """Registry record and capture metadata (schema, requirements, lineage)."""
         rec = self._refresh()

@@ -57,3 +57,7 @@ class PredictionError(NbdeployError):
 
 class VerificationError(CaptureError):
     """The artifact does not load, or does not predict as in the session, from its requirements alone."""
+
+
+class EdgeExportError(NbdeployError):
+    """The model cannot become an edge (ONNX) bundle, or the bundle does not predict as the session does."""

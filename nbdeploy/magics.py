@@ -42,7 +42,7 @@ class DeployMagics(Magics):
     @argument("model", help="variable holding the fitted model, pipeline or function")
     @argument("--name", "-n", required=True, help="deployment name (lowercase letters, digits, '-')")
     @argument("--sample", "-s", required=True, help="variable holding sample input (e.g. X_train)")
-    @argument("--target", "-t", default="local", help="where to run it: local (default) or container")
+    @argument("--target", "-t", default="local", help="where to run it: local (default), container or edge (ONNX)")
     @argument("--engine", default=None, help="container engine for --target container (podman, docker)")
     @argument("--base-image", default=None, help="base image for --target container (default: nbdeploy's own)")
     @argument("--port", "-p", type=int, default=None, help="port for the local target (default: a free one)")

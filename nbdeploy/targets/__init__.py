@@ -10,6 +10,7 @@ from .base import Target
 _TARGETS = {
     "local": "nbdeploy.targets.local:LocalTarget",
     "container": "nbdeploy.targets.container:ContainerTarget",
+    "edge": "nbdeploy.targets.edge:EdgeTarget",
 }
 
 

@@ -1,0 +1,107 @@
+"""The edge target: the model as an ONNX bundle, served by the bundle's own onnxruntime-only server.
+
+The bundle is exported from the bento's artifact and checked against the deploy-time reference
+sample, then ``server.py`` runs as a background process on 127.0.0.1 (its own process group,
+tracked by PID). ``NBDEPLOY_EDGE_PYTHON`` picks the interpreter (default: this one); it needs only
+onnxruntime and numpy.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from .. import config
+from ..errors import TargetError
+from ..registry import Record
+from . import _process
+from .base import Running, is_ready, service_env, wait_ready
+
+READY_DEADLINE_S = 60.0
+BUNDLE = "edge"
+
+
+def _dir(record: Record) -> Path:
+    return config.deployment_dir(record.name, record.version)
+
+
+def _server(record: Record) -> Path:
+    return _dir(record) / BUNDLE / "server.py"
+
+
+def export_record(record: Record, path: str | Path, quantize: bool = False) -> Any:
+    """The edge bundle of a deployed version, from its bento's artifact, checked on its reference sample."""
+    from ..edge import export_edge
+    from ..monitor.store import load_reference
+    from ..runtime.model import load_model, read_meta
+
+    reference = load_reference(_dir(record))
+    if reference is None or not record.bento_path:
+        raise TargetError(f"'{record.name}' v{record.version} has no bento or reference sample to export from")
+    artifact = Path(record.bento_path) / "src" / "artifact"
+    obj = load_model(artifact, read_meta(artifact))
+    data = reference[0]
+    schema = record.info.get("schema")
+    if schema and schema.get("kind") == "ndarray":
+        data = data.to_numpy()
+    return export_edge(obj, path, data, quantize=quantize, lineage=record.info.get("lineage"), schema=schema)
+
+
+class EdgeTarget:
+    name = "edge"
+
+    def prepare(self) -> dict[str, Any]:
+        """Fail before the build when the converters are missing."""
+        for module, dist in (("skl2onnx", "skl2onnx"), ("onnxruntime", "onnxruntime")):
+            try:
+                __import__(module)
+            except ImportError:
+                raise TargetError(f"the edge target needs {dist}", hint=f"pip install {dist}") from None
+        return {}
+
+    def deploy(self, record: Record, bento_path: str, port: int | None = None) -> Running:
+        server = _server(record)
+        info: dict[str, Any] = {}
+        if not server.exists():  # a rollback serves the bundle made at deploy
+            made = export_record(replace(record, bento_path=bento_path), server.parent)
+            info = {"edge": {"bundle": str(made.path), "size_bytes": made.size_bytes}}
+            info["edge"]["max_abs_difference"] = made.max_difference
+        if port is None:
+            port = _process.free_port()
+        else:
+            _process.check_port(port)
+        log = _dir(record) / "server.log"
+        python = os.environ.get("NBDEPLOY_EDGE_PYTHON") or sys.executable
+        cmd = [python, str(server), "--host", "127.0.0.1", "--port", str(port)]
+        env = {**os.environ, **service_env(record, str(log.parent.parent))}
+        pid = _process.spawn(cmd, log, env, cwd=server.parent)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            ready = wait_ready(url, lambda: _process.is_alive(pid, str(server)), READY_DEADLINE_S)
+        except BaseException:
+            _process.stop_group(pid, str(server))
+            raise
+        if not ready:
+            _process.stop_group(pid, str(server))
+            raise TargetError(
+                f"the edge server for '{record.name}' v{record.version} did not start",
+                hint="server log:\n" + _process.tail(log, 30),
+            )
+        return Running(url=url, port=port, pid=pid, info=info)
+
+    def status(self, record: Record) -> str:
+        if not _process.is_alive(record.pid, str(_server(record))):
+            return "failed"
+        return "running" if record.url and is_ready(record.url) else "unhealthy"
+
+    def logs(self, record: Record, lines: int = 200) -> str:
+        return _process.tail(_dir(record) / "server.log", lines)
+
+    def stop(self, record: Record) -> None:
+        marker = str(_server(record))
+        pgid = record.pid if record.pid and _process.is_alive(record.pid, marker) else 0
+        if _process.members(pgid, marker):
+            _process.stop_group(pgid, marker)
