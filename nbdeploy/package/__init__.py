@@ -29,7 +29,8 @@ class BentoRef:
 
 def bento_env() -> dict[str, str]:
     """Environment for anything BentoML runs: no usage tracking (no network here, nor for many users)."""
-    return {"BENTOML_DO_NOT_TRACK": "True"}
+    # unbuffered: a server that dies at start must still leave its last words in the log
+    return {"BENTOML_DO_NOT_TRACK": "True", "PYTHONUNBUFFERED": "1"}
 
 
 def _write_context(ctx: Path, artifact: ModelArtifact, service_name: str, image: dict[str, str] | None = None) -> None:
