@@ -81,6 +81,12 @@ def cmdline(pid: int) -> str:
         return ""
 
 
+def started_alive(pid: int) -> bool:
+    """For a process this one spawned: has it not exited? (No /proc race, no command-line guess.)"""
+    proc = _children.get(pid)
+    return proc.poll() is None if proc is not None else is_alive(pid, "")
+
+
 def is_alive(pid: int | None, marker: str) -> bool:
     """True if ``pid`` runs and its command line contains ``marker`` (guards against PID reuse)."""
     if not pid:

@@ -58,7 +58,7 @@ class LocalTarget:
         url = f"http://127.0.0.1:{port}"
         try:
             ready = wait_ready(
-                url, lambda: _process.is_alive(pid, bento_path), READY_DEADLINE_S, lambda: _startup_failed(log)
+                url, lambda: _process.started_alive(pid), READY_DEADLINE_S, lambda: _startup_failed(log)
             )
         except BaseException:  # interrupted: leave no orphan behind
             _process.stop_group(pid, bento_path)
