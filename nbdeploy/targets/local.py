@@ -57,9 +57,7 @@ class LocalTarget:
         pid = _process.spawn(cmd, log, env, cwd=log.parent)
         url = f"http://127.0.0.1:{port}"
         try:
-            ready = wait_ready(
-                url, lambda: _process.started_alive(pid), READY_DEADLINE_S, lambda: _startup_failed(log)
-            )
+            ready = wait_ready(url, lambda: _process.started_alive(pid), READY_DEADLINE_S, lambda: _startup_failed(log))
         except BaseException:  # interrupted: leave no orphan behind
             _process.stop_group(pid, bento_path)
             raise
