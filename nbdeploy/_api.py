@@ -13,7 +13,7 @@ from . import config
 from .capture import capture
 from .capture.schema import as_frame
 from .client import payload
-from .deployment import Deployment
+from .deployment import Deployment, stop_record
 from .errors import DeploymentNotFound, NbdeployError, TargetError
 from .package import build_bento
 from .registry import FAILED, RUNNING, STOPPED, Record, Registry
@@ -58,8 +58,7 @@ def _start(reg: Registry, rec: Record, port: int | None, target: Target | None =
 
 
 def _retire(reg: Registry, rec: Record) -> None:
-    get_target(rec.target).stop(rec)
-    reg.update(rec.name, rec.version, status=STOPPED, pid=None)
+    stop_record(reg, rec)
 
 
 def deploy(

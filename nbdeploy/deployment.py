@@ -12,7 +12,7 @@ import pandas as pd
 
 from . import client
 from .errors import NbdeployError, PredictionError, TargetError
-from .registry import RUNNING, STOPPED, Record, Registry
+from .registry import FAILED, RUNNING, STOPPED, Record, Registry
 from .targets import get_target
 
 
@@ -166,8 +166,7 @@ class Deployment:
             rec.name, rec.version, url=running.url, port=running.port, pid=running.pid, **extra
         )
         for other in others:
-            get_target(other.target).stop(other)
-            self._registry.update(other.name, other.version, status=STOPPED, pid=None)
+            stop_record(self._registry, other)
         self._registry.event("restart", rec.name, rec.version, url=running.url)
         return self
 
@@ -177,8 +176,7 @@ class Deployment:
     def stop(self) -> None:
         """Stop the service and leave no process behind."""
         rec = self._refresh()
-        get_target(rec.target).stop(rec)
-        self._record = self._registry.update(rec.name, rec.version, status=STOPPED, pid=None)
+        self._record = stop_record(self._registry, rec)
         if rec.status == RUNNING:
             self._registry.event("stop", rec.name, rec.version)
         if self._http is not None:
@@ -275,3 +273,14 @@ class Deployment:
             f"<table>{body}</table>"
             f"<div>Try it:</div><pre style='white-space:pre-wrap'>{html.escape(self.curl(shown_key))}</pre></div>"
         )
+
+
+def stop_record(registry: Registry, rec: Record) -> Record:
+    """Record the stop first, then stop: a watcher must never see a version stopping on purpose as crashed."""
+    stopped = registry.update(rec.name, rec.version, status=STOPPED, pid=None)
+    try:
+        get_target(rec.target).stop(rec)
+    except BaseException:
+        registry.update(rec.name, rec.version, status=FAILED)
+        raise
+    return stopped

@@ -105,7 +105,7 @@ def test_live_panel_refreshes_its_tiles_and_stops_when_closed(served):
             dep.predict(X[i : i + 2])
         data = _until(
             lambda: panel.data,
-            lambda d: d.total_requests == start + 6 and d.source == "metrics",
+            lambda d: d.total_requests == start + 6 and d.source == "metrics" and d.p50_ms is not None,
             what="the panel's request count to rise by 6",
         )
         assert f">{data.total_requests:,}<" in panel.tiles["requests"].value

@@ -214,7 +214,10 @@ def snapshot(
         data.error_rate = float((recent["status"] != 200).mean()) if len(recent) else None
     # Latency percentiles come from the log in both cases: exact, and what the chart shows. BentoML's
     # histogram has Prometheus' default buckets (5, 10, 25, 50 ms, ...), too coarse for fast models.
-    answered = recent.loc[recent["status"] == 200, "latency_ms"]
+    # ...over at least ``window_s``: the log trails the metrics by the recorder's linger, and a
+    # percentile of the few requests between two quick scrapes means little
+    lat_window = frame[frame["ts"] >= now - max(data.window_s or 0.0, window_s)]
+    answered = lat_window.loc[lat_window["status"] == 200, "latency_ms"]
     if len(answered):
         data.p50_ms, data.p95_ms = float(answered.quantile(0.5)), float(answered.quantile(0.95))
     if data.total_requests is None:
