@@ -113,7 +113,10 @@ def mlflow_serve(model_path: Path, workdir: Path, sklearn_version: str) -> Serve
            "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]  # fmt: skip
     started = time.monotonic()
     pid = _process.spawn(
-        cmd, workdir / "mlflow.log", {**os.environ, "MLFLOW_TRACKING_URI": str(workdir / "mlruns")}, workdir
+        cmd,
+        workdir / "mlflow.log",
+        {**os.environ, "MLFLOW_TRACKING_URI": str(workdir / "mlruns"), "PATH": f"{env / 'bin'}:{os.environ['PATH']}"},
+        workdir,
     )
     url = f"http://127.0.0.1:{port}"
     _wait(url, "/ping", pid, str(saved))
