@@ -76,6 +76,10 @@ def deploy(
     limits: dict[str, float] | None = None,
     engine: str | None = None,
     base_image: str | None = None,
+    registry: str | None = None,
+    replicas: int | None = None,
+    context: str | None = None,
+    namespace: str | None = None,
 ) -> Deployment:
     """Capture ``obj``, package it as a bento and serve it on ``target``; return the handle.
 
@@ -85,13 +89,21 @@ def deploy(
     ``wheels`` ship local wheels, ``allow_secrets`` names false positives of the secret scan.
     API keys are on unless ``auth=False``; ``limits`` sets max_rows, max_body_bytes, timeout_s,
     max_concurrency, max_queue, record_sample_rate, record_retention_days.
-    ``engine`` (podman, docker) and ``base_image`` are for ``target="container"``.
+    ``engine`` (podman, docker) and ``base_image`` are for ``target="container"`` and ``"kubernetes"``;
+    ``registry`` (where the cluster pulls the image from), ``replicas``, ``context`` and ``namespace`` (default:
+    the kubeconfig's current context and its namespace) for ``target="kubernetes"`` only.
     """
     _check_name(name)
     _check_limits(limits)
+    cluster = {"registry": registry, "replicas": replicas, "context": context, "namespace": namespace}
+    cluster = {k: v for k, v in cluster.items() if v is not None}
+    if target != "kubernetes" and cluster:
+        raise TargetError(f"{', '.join(cluster)} only apply to target='kubernetes', not '{target}'")
+    if target == "kubernetes" and port is not None:
+        raise TargetError("port= is not for the kubernetes target", hint="the Service listens on port 80")
     if port is not None and port not in {r.port for r in Registry().running(name)}:
         check_port(port)  # before the capture and the build, not after
-    options = {k: v for k, v in (("engine", engine), ("base_image", base_image)) if v is not None}
+    options = {k: v for k, v in (("engine", engine), ("base_image", base_image), *cluster.items()) if v is not None}
     tgt = get_target(target, **options)
     bento_options = tgt.prepare() if hasattr(tgt, "prepare") else {}  # fail before building what cannot run
     t0 = time.perf_counter()

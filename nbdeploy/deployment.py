@@ -54,7 +54,7 @@ class Deployment:
 
     @property
     def target(self) -> str:
-        """Where it runs: ``local`` or ``container``."""
+        """Where it runs: ``local``, ``container`` or ``kubernetes``."""
         return self._record.target
 
     def _refresh(self) -> Record:
@@ -153,6 +153,23 @@ class Deployment:
             return rec.status
         return get_target(rec.target).status(rec)
 
+    def scale(self, n: int) -> Deployment:
+        """Run ``n`` replicas (kubernetes target). With an autoscaler, ``n`` becomes its minimum: the HPA owns
+        the replica count. Returns at once; ``status()`` and ``info()["cluster"]`` show the pods coming up."""
+        rec = self._refresh()
+        scale = getattr(get_target(rec.target), "scale", None)
+        if scale is None:
+            raise TargetError(
+                f"scale is for the kubernetes target; '{rec.name}' v{rec.version} runs on {rec.target}",
+                hint="deploy with target='kubernetes' to run several replicas",
+            )
+        if rec.status != RUNNING:
+            raise TargetError(f"'{rec.name}' v{rec.version} is {rec.status}: only the running version scales")
+        info = scale(rec, n)
+        self._record = self._registry.update(rec.name, rec.version, info={**rec.info, "kubernetes": info})
+        self._registry.event("scale", rec.name, rec.version, replicas=n, hpa=info.get("hpa"))
+        return self
+
     def restart(self) -> Deployment:
         """Start this version again on the same port (after a crash, or to pick up new limits)."""
         rec = self._refresh()
@@ -202,8 +219,16 @@ class Deployment:
         return export_record(self._refresh(), path, quantize=quantize)
 
     def info(self) -> dict[str, Any]:
-        """Registry record and capture metadata (schema, requirements, lineage)."""
+        """Registry record and capture metadata (schema, requirements, lineage); on Kubernetes, ``cluster``:
+        replicas ready/desired, pods and recent events, read from the cluster now."""
         rec = self._refresh()
+        live: dict[str, Any] = {}
+        describe = getattr(get_target(rec.target), "describe", None) if rec.status == RUNNING else None
+        if describe is not None:
+            try:
+                live["cluster"] = describe(rec)
+            except NbdeployError as exc:  # info() must work while the cluster is unreachable
+                live["cluster"] = {"error": str(exc)}
         return {
             "name": rec.name,
             "version": rec.version,
@@ -213,6 +238,7 @@ class Deployment:
             "bento": rec.bento_tag,
             "created_at": rec.created_at,
             **rec.info,
+            **live,
         }
 
     def curl(self, key: str | None = None) -> str:

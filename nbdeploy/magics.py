@@ -42,9 +42,13 @@ class DeployMagics(Magics):
     @argument("model", help="variable holding the fitted model, pipeline or function")
     @argument("--name", "-n", required=True, help="deployment name (lowercase letters, digits, '-')")
     @argument("--sample", "-s", required=True, help="variable holding sample input (e.g. X_train)")
-    @argument("--target", "-t", default="local", help="where to run it: local (default), container or edge (ONNX)")
+    @argument("--target", "-t", default="local", help="where to run it: local (default), container, kubernetes, edge")
     @argument("--engine", default=None, help="container engine for --target container (podman, docker)")
     @argument("--base-image", default=None, help="base image for --target container (default: nbdeploy's own)")
+    @argument("--registry", default=None, help="for --target kubernetes: where the cluster pulls the image from")
+    @argument("--replicas", type=int, default=None, help="for --target kubernetes: replicas (the HPA's minimum)")
+    @argument("--context", default=None, help="for --target kubernetes: kube context (default: the current one)")
+    @argument("--namespace", default=None, help="for --target kubernetes: namespace (default: the context's)")
     @argument("--port", "-p", type=int, default=None, help="port for the local target (default: a free one)")
     @argument("--requirements", "-r", default=None, help="extra pins, comma-separated (e.g. 'xgboost==2.1.0')")
     @line_magic
@@ -55,7 +59,8 @@ class DeployMagics(Magics):
         sample = self._lookup(args.sample, "sample")
         reqs = [r.strip() for r in args.requirements.split(",") if r.strip()] if args.requirements else None
         try:
-            container = {"engine": args.engine, "base_image": args.base_image}
+            container = {"engine": args.engine, "base_image": args.base_image, "registry": args.registry}
+            container.update(replicas=args.replicas, context=args.context, namespace=args.namespace)
             return _api.deploy(
                 model, name=args.name, sample=sample, target=args.target, port=args.port, requirements=reqs,
                 **{k: v for k, v in container.items() if v is not None},

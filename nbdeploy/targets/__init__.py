@@ -11,6 +11,7 @@ _TARGETS = {
     "local": "nbdeploy.targets.local:LocalTarget",
     "container": "nbdeploy.targets.container:ContainerTarget",
     "edge": "nbdeploy.targets.edge:EdgeTarget",
+    "kubernetes": "nbdeploy.targets.kubernetes.target:KubernetesTarget",
 }
 
 

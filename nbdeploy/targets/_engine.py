@@ -7,8 +7,10 @@ so it works on hosts where crun cannot set rlimits, without hand edits of ``/etc
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,6 +89,29 @@ class Engine:
         else:
             self.run(["rm", "-f", "-t", str(grace_s), name], timeout=grace_s + 60)
 
+    def push(self, source: str, dest: str, *, timeout: float = 1800.0) -> str:
+        """Push local image ``source`` to ``dest`` (``registry/repo:tag``); return the digest the registry keeps.
+
+        The digest is what the registry stores the manifest under (podman may recompress layers on the way,
+        so a local id is not it): manifests name the image by it. TLS is verified except for a registry on
+        this host (``loopback_registry``), where a plain-HTTP test registry is the normal case.
+        """
+        if self.name == "docker":  # docker treats 127.0.0.0/8 registries as insecure by itself
+            self.run(["tag", source, dest])
+            out = self.run(["push", dest], timeout=timeout).stdout
+            found = re.search(r"digest: (sha256:[0-9a-f]{64})", out)
+            if not found:
+                raise EngineError(f"`docker push {dest}` did not report a digest", hint=_last_line(out))
+            return found.group(1)
+        with tempfile.TemporaryDirectory(prefix="nbdeploy-push-") as tmp:
+            digestfile = Path(tmp) / "digest"
+            tls = ["--tls-verify=false"] if loopback_registry(dest) else []
+            self.run(["push", *tls, "--digestfile", str(digestfile), source, f"docker://{dest}"], timeout=timeout)
+            digest = digestfile.read_text().strip() if digestfile.exists() else ""
+        if not re.fullmatch(r"sha256:[0-9a-f]{64}", digest):
+            raise EngineError(f"`podman push {dest}` did not write a digest (got {digest!r})")
+        return digest
+
     def container_state(self, name: str) -> tuple[str, int] | None:
         """(status, restart count) of container ``name``, or None if there is none."""
         proc = self.run(["container", "inspect", "--format", "{{.State.Status}} {{.RestartCount}}", name], check=False)
@@ -94,6 +119,16 @@ class Engine:
             return None
         status, _, restarts = proc.stdout.strip().partition(" ")
         return status, int(restarts or 0)
+
+
+_LOOPBACK = {"localhost", "127.0.0.1", "::1"}
+
+
+def loopback_registry(ref: str) -> bool:
+    """True if ``ref`` (``host[:port]/repo...``) names a registry on this host: the only kind pushed to without TLS."""
+    host = ref.split("/", 1)[0]
+    host = host[1:].split("]", 1)[0] if host.startswith("[") else host.rsplit(":", 1)[0]  # [::1]:5000, h:5000
+    return host in _LOOPBACK or host.startswith("127.")
 
 
 def _last_line(text: str) -> str:

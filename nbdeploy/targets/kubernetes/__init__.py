@@ -1,7 +1,7 @@
 """The Kubernetes target: the container image, pushed to a registry, run by a Deployment on a cluster.
 
-So far this package writes the manifests (``manifests.render``, ``nbdeploy.manifests``) for a GitOps repository
-or ``kubectl apply``; applying them and waiting for the rollout is to come.
+``manifests`` renders the objects (``render``, ``nbdeploy.manifests``) for a GitOps repository or ``kubectl apply``;
+``target.KubernetesTarget`` builds and pushes the image, applies them with server-side apply and waits for the rollout.
 """
 
 from __future__ import annotations
