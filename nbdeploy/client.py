@@ -9,6 +9,9 @@ import numpy as np
 import pandas as pd
 from pydantic_core import to_json
 
+#: From this many rows a DataFrame goes to the service as an .npz body (runtime/frames.py), not JSON.
+NPZ_ROWS = 1000
+
 
 def _clean(value: Any) -> Any:
     if isinstance(value, float) and math.isnan(value):

@@ -13,6 +13,7 @@ import pandas as pd
 from . import client
 from .errors import NbdeployError, PredictionError, TargetError
 from .registry import FAILED, RUNNING, STOPPED, Record, Registry
+from .runtime import frames
 from .targets import get_target
 
 
@@ -36,6 +37,13 @@ class Deployment:
             if self._key:
                 headers["authorization"] = f"Bearer {self._key}"
         return headers
+
+    def headers(self) -> dict[str, str]:
+        """Headers for any HTTP client (httpx, requests, a load tester): JSON content type and the API key.
+
+        The card shows the key once; this reads it from the owner-only registry, as ``nbdeploy key NAME`` does.
+        """
+        return self._headers(reload=True)
 
     @property
     def name(self) -> str:
@@ -65,11 +73,16 @@ class Deployment:
         """Predictions from the endpoint, as an array like ``model.predict`` returns."""
         if self._http is None:
             self._http = httpx.Client(timeout=timeout)
-        body_bytes = client.encode(data)
+        route, body_bytes, headers = "/predict", None, self._headers()
+        if isinstance(data, pd.DataFrame) and len(data) >= client.NPZ_ROWS and self._record.target != "edge":
+            body_bytes = frames.encode(data)  # large frames as arrays: no JSON to write or parse
+            if body_bytes is not None:
+                route, headers = frames.ROUTE, {**headers, "content-type": frames.MEDIA_TYPE}
         try:
-            resp = self._http.post(f"{self.url}/predict", content=body_bytes, headers=self._headers())
+            resp = self._post(route, body_bytes, headers, data)
             if resp.status_code == 401:  # the key was rotated by another handle: read it again, once
-                resp = self._http.post(f"{self.url}/predict", content=body_bytes, headers=self._headers(reload=True))
+                headers = {**self._headers(reload=True), "content-type": headers["content-type"]}
+                resp = self._post(route, body_bytes, headers, data)
         except httpx.HTTPError as exc:
             raise PredictionError(
                 f"cannot reach '{self.name}' v{self.version} at {self.url}: {exc}",
@@ -82,6 +95,16 @@ class Deployment:
             raise PredictionError(f"'{self.name}' answered {resp.status_code}: {msg}", status=resp.status_code)
         self.last_request_id = body.get("request_id")
         return np.asarray(body["predictions"])
+
+    def _post(self, route: str, body: bytes | None, headers: dict[str, str], data: Any) -> httpx.Response:
+        assert self._http is not None
+        if route != "/predict":
+            resp = self._http.post(f"{self.url}{route}", content=body, headers=headers)
+            if resp.status_code != 404:
+                return resp
+            # a version deployed before the .npz route: JSON, as it always took
+            headers = {**headers, "content-type": "application/json"}
+        return self._http.post(f"{self.url}/predict", content=client.encode(data), headers=headers)
 
     def feedback(self, request_ids: str | list[str], y_true: Any) -> int:
         """Ground truth for earlier predictions, so the panel can show accuracy over time.

@@ -25,7 +25,10 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-GUARDED = frozenset({"/predict", "/feedback"})
+# Open without a key: health, metrics and the API description. Every other path needs one, so a route added
+# later (such as the .npz route, a mounted app) is guarded by default instead of open by default.
+OPEN = frozenset({"/livez", "/readyz", "/healthz", "/metrics", "/docs.json", "/schema.json", "/"})
+OPEN_PREFIXES = ("/static_content/",)
 
 
 def digest(key: str) -> str:
@@ -116,7 +119,8 @@ class Guard:
         self._waiting = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] not in GUARDED:
+        path = scope.get("path", "")
+        if scope["type"] != "http" or path in OPEN or path.startswith(OPEN_PREFIXES):
             return await self.app(scope, receive, send)
         headers = scope.get("headers", [])
         if not self.keys.accepts(_key_from(headers)):

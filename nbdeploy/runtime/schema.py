@@ -90,15 +90,22 @@ def _columns(inputs: Any, names: list[str]) -> tuple[dict[str, Sequence[Any]], i
         )
     if n == 0:
         raise InputError("'inputs' is empty: send at least one row")
-    by_name = dict(zip(got, values, strict=True))
-    missing = [c for c in names if c not in by_name]
+    _check_names(got, names)
+    return dict(zip(got, values, strict=True)), n
+
+
+def _check_names(got: list[str], names: list[str]) -> None:
+    if len(set(got)) != len(got):
+        dup = next(c for c in got if got.count(c) > 1)
+        raise InputError(f"column '{dup}' is named twice")
+    present = set(got)
+    missing = [c for c in names if c not in present]
     if missing:
         more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
         raise InputError(f"missing column '{missing[0]}'{more}")
     unknown = [c for c in got if c not in names]
     if unknown:
         raise InputError(f"unknown column '{unknown[0]}'; expected columns: {', '.join(names)}")
-    return by_name, n
 
 
 def _first(values: Sequence[Any], bad: Any) -> int:
@@ -172,6 +179,55 @@ def to_model_input(inputs: Any, schema: dict[str, Any]) -> pd.DataFrame | np.nda
     specs = schema["columns"]
     by_name, n = _columns(inputs, [c["name"] for c in specs])
     return pd.DataFrame({c["name"]: _column(c["name"], by_name[c["name"]], c) for c in specs}, index=pd.RangeIndex(n))
+
+
+def arrays_to_model_input(names: list[str], arrays: list[np.ndarray], schema: dict[str, Any]) -> pd.DataFrame:
+    """As ``to_model_input``, for columns that arrived as arrays (``frames``): checks by dtype, not per value."""
+    if schema["kind"] == "ndarray":
+        raise InputError("this model takes an array, not a frame: send JSON rows to /predict")
+    specs = schema["columns"]
+    _check_names(names, [c["name"] for c in specs])
+    n = len(arrays[0]) if arrays else 0
+    if n == 0:
+        raise InputError("the frame is empty: send at least one row")
+    by_name = dict(zip(names, arrays, strict=True))
+    return pd.DataFrame(
+        {c["name"]: _array_column(c["name"], by_name[c["name"]], c) for c in specs}, index=pd.RangeIndex(n)
+    )
+
+
+_ARRAY_KINDS = {"integer": "iuf", "float": "iuf", "bool": "b", "string": "U", "category": "U", "datetime": "MU"}
+
+
+def _array_column(name: str, arr: np.ndarray, spec: dict[str, Any]) -> Any:
+    kind, dtype = spec["kind"], spec["dtype"]
+    if kind not in _ARRAY_KINDS or arr.dtype.kind not in _ARRAY_KINDS[kind]:
+        expected = _EXPECTED.get(kind, "JSON values")
+        raise InputError(f"column '{name}': expected {expected}, got an array of {arr.dtype}")
+    if arr.dtype.kind == "f":
+        nan = np.isnan(arr)
+        if nan.any() and not spec.get("nullable", True):
+            row = int(np.flatnonzero(nan)[0])
+            raise InputError(
+                f"column '{name}': missing value in row {row} (the sample had no missing values in this column)"
+            )
+        if kind == "integer":
+            frac = ~nan & (arr % 1 != 0)
+            if frac.any():
+                row = int(np.flatnonzero(frac)[0])
+                raise InputError(f"column '{name}': expected an integer, got {arr[row].item()!r} (row {row})")
+            return arr if nan.any() else arr.astype(dtype)
+    if kind in ("integer", "float"):
+        if kind == "integer" and arr.dtype.kind in "iu":
+            info = np.iinfo(dtype)
+            if arr.min() < info.min or arr.max() > info.max:
+                raise InputError(f"column '{name}': a value does not fit in {dtype}")
+        return arr.astype(dtype, copy=False)
+    if kind == "bool":
+        return arr
+    if kind in ("string", "category", "datetime") and arr.dtype.kind == "U":
+        return _column(name, arr.tolist(), spec)  # the JSON path's checks: unknown categories, bad dates
+    return pd.to_datetime(arr, utc=spec.get("utc", False)).astype(dtype).to_numpy()
 
 
 def _array(inputs: Any, schema: dict[str, Any]) -> np.ndarray:

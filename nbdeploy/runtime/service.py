@@ -10,12 +10,18 @@ import uuid
 from pathlib import Path
 
 import bentoml
+import pandas as pd
+from pydantic_core import to_json
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
-from . import guard
+from . import frames, guard
 from .batcher import Batcher
 from .model import Predictor, read_meta
 from .recorder import Recorder
-from .schema import InputError, count_rows
+from .schema import InputError, arrays_to_model_input, count_rows
 
 ARTIFACT_DIR = Path(__file__).resolve().parent.parent / "artifact"
 META = read_meta(ARTIFACT_DIR)
@@ -30,6 +36,20 @@ MAX_ROWS = int(os.environ.get("NBDEPLOY_MAX_ROWS", "200000"))
 BATCH_ROWS = int(os.environ.get("NBDEPLOY_BATCH_ROWS", "2048"))
 
 
+async def _npz_route(request: Request) -> Response:
+    if request.headers.get("content-type", "").split(";")[0].strip() != frames.MEDIA_TYPE:
+        error = {"error": f"send the frame as {frames.MEDIA_TYPE} (numpy.savez), or JSON to /predict"}
+        return Response(to_json(error), status_code=415, media_type="application/json")
+    service = bentoml.get_current_service()
+    status, rid, answer = await service.predict_npz(await request.body())
+    return Response(to_json(answer), status_code=status, media_type="application/json", headers={"x-request-id": rid})
+
+
+# Large frames as NumPy .npz bodies (runtime/frames.py): behind the same guard (keys, size limits) as /predict.
+_FRAME_APP = Starlette(routes=[Route(frames.ROUTE.removeprefix(frames.MOUNT), _npz_route, methods=["POST"])])
+
+
+@bentoml.asgi_app(_FRAME_APP, path=frames.MOUNT)
 @bentoml.service(name=META["service_name"], workers=1, traffic={"timeout": TIMEOUT_S}, image=IMAGE)
 class NbdeployService:
     def __init__(self) -> None:
@@ -56,26 +76,53 @@ class NbdeployService:
         rid = uuid.uuid4().hex[:16]
         ctx.response.headers["x-request-id"] = rid
         rows = count_rows(inputs)
+        # large frames are validated off the event loop, so they do not stall small requests
+        if rows <= 1000:
+            status, answer = await self._answer(rid, started, rows, inputs, lambda: self.predictor.frame(inputs))
+        else:
+            status, answer = await self._answer(
+                rid, started, rows, inputs, lambda: asyncio.to_thread(self.predictor.frame, inputs)
+            )
+        ctx.response.status_code = status
+        return answer
+
+    async def predict_npz(self, body: bytes) -> tuple[int, str, dict[str, t.Any]]:
+        """``POST /frame/predict``: an ``.npz`` frame (``frames``), decoded and checked off the event loop."""
+        started = time.perf_counter()
+        rid = uuid.uuid4().hex[:16]
+        try:
+            names, arrays = await asyncio.to_thread(frames.decode, body)
+        except frames.FrameError as exc:
+            self._record(rid, started, 400, None, None, str(exc))
+            return 400, rid, {"error": str(exc), "request_id": rid}
+        raw = pd.DataFrame(dict(zip(names, arrays, strict=True)), copy=False)  # what was sent, for the log
+        schema = self.predictor.schema
+        status, answer = await self._answer(
+            rid, started, len(raw), raw, lambda: asyncio.to_thread(arrays_to_model_input, names, arrays, schema)
+        )
+        return status, rid, answer
+
+    async def _answer(
+        self, rid: str, started: float, rows: int, inputs: t.Any, make_frame: t.Callable[[], t.Any]
+    ) -> tuple[int, dict[str, t.Any]]:
+        """Status and body for one prediction request; every outcome is recorded once."""
         if rows > MAX_ROWS:
-            ctx.response.status_code = 413
             error = f"{rows} rows in one request; the limit is {MAX_ROWS}: split the frame into smaller requests"
             self._record(rid, started, 413, None, None, error)
-            return {"error": error, "request_id": rid}
+            return 413, {"error": error, "request_id": rid}
         try:
-            # large frames are validated off the event loop, so they do not stall small requests
-            frame = (
-                self.predictor.frame(inputs) if rows <= 1000 else await asyncio.to_thread(self.predictor.frame, inputs)
-            )
+            frame = make_frame()
+            if asyncio.iscoroutine(frame):
+                frame = await frame
             predictions = await self.batcher.predict(frame)
         except InputError as exc:
-            ctx.response.status_code = 400
-            self._record(rid, started, 400, None, None, str(exc))
-            return {"error": str(exc), "request_id": rid}
+            self._record(rid, started, 400, inputs, None, str(exc))  # kept: what was refused, to debug it
+            return 400, {"error": str(exc), "request_id": rid}
         except Exception as exc:
             self._record(rid, started, 500, None, None, f"{type(exc).__name__}: {exc}")
             raise
         self._record(rid, started, 200, inputs, predictions, None)
-        return {"predictions": predictions, "request_id": rid}
+        return 200, {"predictions": predictions, "request_id": rid}
 
     @bentoml.api(route="/feedback")
     def feedback(self, items: list[dict[str, t.Any]], ctx: bentoml.Context) -> dict[str, t.Any]:
