@@ -14,6 +14,7 @@ import contextlib
 import importlib.util
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -40,7 +41,13 @@ SMALL = {"rows": 300}
 NOTEBOOK_CHECKS: dict[str, tuple[dict[str, object], list[str]]] = {
     "quickstart.ipynb": (
         {"name": "quickstart-test"},
-        ["identical to the notebook's", "nbdeploy-card", "curl -s -X POST", "missing column 'tenure'"],
+        [
+            "identical to the notebook's",
+            "nbdeploy-card",
+            "curl -s -X POST",
+            "missing column 'tenure'",
+            "nbdeploy-panel",
+        ],
     ),
     "functions_and_pipelines.ipynb": (
         {"fn_name": "docs-rule", "pipe_name": "docs-pipeline"},
@@ -51,6 +58,46 @@ NOTEBOOK_CHECKS: dict[str, tuple[dict[str, object], list[str]]] = {
             "column 'tenure': expected a number, got 'ten' (row 0)",
             "401 {'error': 'unauthorized: send a valid API key'}",
             "400 {'error': \"missing column 'plan'\"",
+        ],
+    ),
+    "monitoring.ipynb": (
+        {"name": "docs-monitor"},
+        [
+            "ground truth accepted for 40 of them",
+            "answered 400: missing column 'plan'",
+            "drifted features: monthly, support_calls",
+            "accuracy over 1000 labelled rows",
+            "nbdeploy-panel",
+            "stopped | requests still in the log: 41",
+        ],
+    ),
+    "security.ipynb": (
+        {"name": "docs-secure", "open_name": "docs-open"},
+        [
+            "shown once: copy it now",
+            "no key:           401 unauthorized: send a valid API key",
+            "Bearer key:       200",
+            "X-API-Key header: 200",
+            "authorization: Bearer $NBDEPLOY_KEY",
+            "old key: 401 unauthorized",
+            "new key: 200",
+            "answered 413: 150 rows in one request; the limit is 100",
+            "SecretFoundError: refusing to capture: 'CRM_API_KEY' (global used by function 'churn_with_crm')",
+            "deployed with allow_secrets=['SECRET_SAUCE_COLUMNS']",
+            "no key: 200",
+            "deployed with auth=False: anyone who reaches the URL can call it",
+        ],
+    ),
+    "container.ipynb": (
+        {"name": "docs-container"},
+        [
+            "identical to the notebook's",
+            "[container]",
+            "answered 400: missing column 'tenure'",
+            "image:      nbdeploy-docs-container:v1-",
+            "nbdeploy-docs-container-v1.image.tar",
+            "nbdeploy-docs-container-v1.bento",
+            "stopped | container still there: False",
         ],
     ),
     "edge.ipynb": (
@@ -114,6 +161,9 @@ def test_committed_notebooks_are_executed():
         assert all(c.execution_count for c in code), f"{path.name}: run scripts/execute_notebooks.py"
         assert [c.execution_count for c in code] == list(range(1, len(code) + 1)), f"{path.name}: run top to bottom"
         assert "papermill" not in nb.metadata, f"{path.name}: commit the output of scripts/execute_notebooks.py"
+        # API keys are shown once on cards: the script redacts them, and none may ever be committed
+        keys = re.findall(r"nbd_[A-Za-z0-9_-]{20,}", path.read_text())
+        assert keys in ([], ["nbd_KEY"] * len(keys)), f"{path.name}: an API key in its outputs"
 
 
 def test_every_notebook_is_in_the_site_nav():
@@ -146,7 +196,18 @@ def _nbval(tmp_path: Path, *paths: Path) -> subprocess.CompletedProcess[str]:
     home = tmp_path / "nbval-home"
     home.mkdir(exist_ok=True)
     env = {**os.environ, "NBDEPLOY_HOME": str(home)}
-    cmd = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "--nbval", "--nbval-current-env"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-p",
+        "no:cacheprovider",
+        "-p",
+        "no:kmock",
+        "-q",
+        "--nbval",
+        "--nbval-current-env",
+    ]
     cmd += ["--nbval-sanitize-with", str(SANITIZE), "--rootdir", str(ROOT), *map(str, paths)]
     try:
         proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
