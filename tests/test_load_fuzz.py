@@ -36,26 +36,44 @@ def forest():
 
 
 def test_60_seconds_of_16_clients_without_a_failure_and_flat_memory(forest):
+    """Memory is flat once the allocator has warmed up.
+
+    The worker's RSS grows ~5 KB per request over its first ~20k requests and then levels off. tracemalloc in the
+    worker shows the Python heap flat over that span (3k -> 6k requests: 143.9 -> 142.9 MB traced), the growth is
+    private anonymous memory (smaps_rollup), it is the same with MALLOC_ARENA_MAX=2 and with PYTHONMALLOC=malloc,
+    and a hand-written BentoML service shows it too: allocator high-water marks, not a leak. So the test warms up
+    until two rounds of 2,500 requests in a row each move RSS by under 0.5%, then asserts that 60 s of load keep
+    it within 5% (the warm-up growth rate would add ~20%).
+    """
     dep, X = forest
     rows = X.to_dict(orient="records")
     bodies = [json.dumps({"inputs": [r]}).encode() for r in rows[:500]]
     url = f"{dep.url}/predict"
-    warm = loadgen.run(url, lambda n: bodies[n % 500], clients=16, seconds=5, headers=auth(dep))
-    assert warm.failed == 0
     procs = _process.members(dep._record.pid, dep._record.bento_path)
+    start = rss = loadgen.rss_mb(procs)
+    warm_requests = calm = 0
+    for _ in range(16):  # at most 40k requests
+        warm = loadgen.run(url, lambda n: bodies[n % 500], clients=16, requests=2500, headers=auth(dep))
+        assert warm.failed == 0
+        warm_requests += warm.requests
+        rss, previous = loadgen.rss_mb(procs), rss
+        calm = calm + 1 if rss - previous < 0.005 * previous else 0
+        if calm == 2:  # two quiet rounds in a row, so one lucky round does not end the warm-up
+            break
+    else:
+        pytest.fail(f"service memory still growing after {warm_requests} requests: {start:.0f} -> {rss:.0f} MiB")
     before = loadgen.rss_mb(procs)
     result = loadgen.run(url, lambda n: bodies[n % 500], clients=16, seconds=60, headers=auth(dep))
     after = loadgen.rss_mb(procs)
     print(
+        f"\nwarm-up: {warm_requests} requests, service memory {start:.0f} -> {before:.0f} MiB"
         f"\nload: {result.requests} requests in {result.seconds:.0f} s ({result.rps:.0f}/s), "
         f"{result.failed} failed, p50 {result.percentile(50):.1f} ms, p99 {result.percentile(99):.1f} ms, "
         f"service memory {before:.0f} -> {after:.0f} MiB"
     )
     assert result.failed == 0 and result.errors == []
     assert result.requests > 1000
-    # Bounded, not yet flat: the worker grows ~6 KB per request for its first ~20k requests, then levels off;
-    # a hand-written BentoML service grows at the same rate per request (measured side by side, 2026-11-28).
-    assert after - before < 0.35 * before, (before, after)
+    assert after - before < 0.05 * before, (before, after)
 
 
 def test_fuzzed_requests_never_get_a_5xx(forest):
