@@ -114,11 +114,32 @@ def deploy_timings(model, X: pd.DataFrame) -> tuple[object, dict]:
     return dep, {**timings, "first_prediction_s": total}
 
 
+def container_run(model, X: pd.DataFrame, rows_json: list[dict], args: argparse.Namespace) -> tuple[object, dict, dict]:
+    """The same model on the container target: its endpoint row, and image size, build and start times."""
+    import nbdeploy
+    from nbdeploy.registry import Registry
+
+    t0 = time.perf_counter()
+    dep = nbdeploy.deploy(model, name="bench-ctr", sample=X[:5000], target="container")
+    dep.predict(X[:1])
+    first = time.perf_counter() - t0
+    c = dep.info()["container"]
+    key = {"authorization": f"Bearer {Registry().key('bench-ctr')}"}
+    row = measure("nbdeploy container endpoint", f"{dep.url}/predict", _bodies("records", rows_json), args, key)
+    facts = {
+        "size_mb": (c.get("size_bytes") or 0) / 1e6,
+        "build_s": c.get("build_s"),
+        "ready_s": c.get("ready_s"),
+        "first_prediction_s": first,
+    }
+    return dep, {**row, "ready_s": c.get("ready_s")}, facts
+
+
 def _fmt(v: object, digits: int = 1) -> str:
     return f"{v:.{digits}f}" if isinstance(v, float) and not np.isnan(v) else ("–" if v is None else str(v))
 
 
-def report(rows: list[dict], batch: dict, deploy: dict, args: argparse.Namespace) -> str:
+def report(rows: list[dict], batch: dict, deploy: dict, args: argparse.Namespace, ctr: dict | None = None) -> str:
     by = {r["server"]: r for r in rows}
     ours = by.get("nbdeploy local endpoint", {})
     hand = by.get("hand-written BentoML", {})
@@ -165,6 +186,18 @@ def report(rows: list[dict], batch: dict, deploy: dict, args: argparse.Namespace
         f"| {deploy['capture_s']:.2f} | {deploy['package_s']:.2f} | {deploy['start_s']:.2f} | {first:.2f} |",
         "",
     ]
+    if ctr:
+        lines += [
+            "## Container target",
+            "",
+            'The same model deployed with `target="container"` (podman; local base image, no apt step). The image build '
+            "reuses the engine's cache of the Python packages, so a first build on a new machine takes longer.",
+            "",
+            "| image size (MB) | image build (s) | container start to ready (s) | deploy() call to first prediction (s) |",
+            "|---|---|---|---|",
+            f"| {ctr['size_mb']:.0f} | {_fmt(ctr['build_s'])} | {_fmt(ctr['ready_s'])} | {ctr['first_prediction_s']:.1f} |",
+            "",
+        ]
     return "\n".join(lines)
 
 
@@ -172,6 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="shorter runs, under 5 minutes")
     ap.add_argument("--no-mlflow", action="store_true", help="skip MLflow (it installs into .cache/bench once)")
+    ap.add_argument("--no-container", action="store_true", help="skip the container target (needs podman or docker)")
     ap.add_argument("--out", default=str(ROOT / "docs" / "performance.md"))
     args = ap.parse_args(argv)
     args.seconds = 4.0 if args.quick else 12.0
@@ -190,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     model_path.write_bytes(pickle.dumps(model))
     rows_json = X[:500].to_dict(orient="records")
     results, servers = [in_process(model, X, args.sequential)], []
-    dep = None
+    dep = ctr_dep = ctr = None
     try:
         print("deploying with nbdeploy ...", flush=True)
         dep, deploy = deploy_timings(model, X)
@@ -198,6 +232,10 @@ def main(argv: list[str] | None = None) -> int:
         row = measure("nbdeploy local endpoint", f"{dep.url}/predict", _bodies("records", rows_json), args, key)
         results.append({**row, "ready_s": deploy["start_s"]})
         batch = batch_100k(dep, model, X)
+        if not args.no_container:
+            print("deploying to the container target ...", flush=True)
+            ctr_dep, ctr_row, ctr = container_run(model, X, rows_json, args)
+            results.append(ctr_row)
         for batched in (False, True):
             print(f"starting hand-written BentoML (batchable={batched}) ...", flush=True)
             srv = peers.hand_written(model_path, work / ("hw-batched" if batched else "hw"), batched)
@@ -221,9 +259,10 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         for srv in servers:
             srv.stop()
-        if dep is not None:
-            dep.stop()
-    text = report(results, batch, deploy, args)
+        for d in (dep, ctr_dep):
+            if d is not None:
+                d.stop()
+    text = report(results, batch, deploy, args, ctr)
     print("\n" + text)
     Path(args.out).write_text(text)
     print(f"written to {args.out}")

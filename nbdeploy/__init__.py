@@ -23,6 +23,7 @@ __all__ = [
     "CaptureError",
     "Deployment",
     "DeploymentNotFound",
+    "DriftThresholds",
     "EdgeExportError",
     "NbdeployError",
     "PackagingError",
@@ -42,6 +43,15 @@ __all__ = [
     "rollback",
     "verify",
 ]
+
+
+def __getattr__(name: str) -> object:
+    """``DriftThresholds`` (for ``dep.drift(thresholds=...)``) without importing scipy at ``import nbdeploy``."""
+    if name == "DriftThresholds":
+        from .monitor import DriftThresholds
+
+        return DriftThresholds
+    raise AttributeError(f"module 'nbdeploy' has no attribute {name!r}")
 
 
 def load_ipython_extension(ipython) -> None:  # type: ignore[no-untyped-def]

@@ -13,11 +13,11 @@ from . import config
 from .capture import capture
 from .capture.schema import as_frame
 from .client import payload
-from .deployment import Deployment, stop_record
+from .deployment import Deployment, start_record
 from .errors import DeploymentNotFound, NbdeployError, TargetError
 from .package import build_bento
 from .registry import FAILED, RUNNING, STOPPED, Record, Registry
-from .targets import Target, get_target
+from .targets import get_target
 from .targets._process import check_port
 
 REFERENCE_ROWS = 5000
@@ -38,27 +38,6 @@ def _example(sample: Any) -> Any:
     if isinstance(head, pd.DataFrame):
         return payload(head.to_dict(orient="records"))["inputs"]
     return payload(head)["inputs"]
-
-
-def _start(reg: Registry, rec: Record, port: int | None, target: Target | None = None) -> Record:
-    """Start ``rec``'s bento on its target, then retire every other running version of the name."""
-    target = target or get_target(rec.target)
-    if port is not None:
-        # The caller wants the port the current version holds: free it first (a short gap in service).
-        for r in reg.running(rec.name):
-            if r.version != rec.version and r.port == port:
-                _retire(reg, r)
-    assert rec.bento_path is not None
-    running = target.deploy(rec, rec.bento_path, port)
-    extra = {"info": {**rec.info, **running.info}} if running.info else {}
-    rec, others = reg.claim(rec.name, rec.version, url=running.url, port=running.port, pid=running.pid, **extra)
-    for r in others:
-        _retire(reg, r)
-    return rec
-
-
-def _retire(reg: Registry, rec: Record) -> None:
-    stop_record(reg, rec)
 
 
 def deploy(
@@ -130,7 +109,7 @@ def deploy(
         bento = build_bento(artifact, name, rec.version, config.bento_store(), **bento_options)
         t2 = time.perf_counter()
         rec = reg.update(name, rec.version, bento_tag=bento.tag, bento_path=str(bento.path))
-        rec = _start(reg, rec, port, tgt)
+        rec = start_record(reg, rec, port, tgt)
         t3 = time.perf_counter()
         timings = {"capture_s": round(t1 - t0, 3), "package_s": round(t2 - t1, 3), "start_s": round(t3 - t2, 3)}
         rec = reg.update(name, rec.version, info={**rec.info, "timings": timings})
@@ -218,7 +197,8 @@ def export_edge(obj: Any, path: str, sample: Any, *, quantize: bool = False) -> 
 def audit(name: str | None = None) -> pd.DataFrame:
     """Every deploy, stop, rollback and failure, oldest first: who, when, what, from which lineage."""
     cols = ["id", "at", "who", "host", "action", "name", "version", "detail"]
-    return pd.DataFrame(Registry().events(name), columns=cols)
+    frame = pd.DataFrame(Registry().events(name), columns=cols)
+    return frame.astype({"version": "Int64"})  # key events have no version: missing, not a float column
 
 
 def get(name: str, version: int | None = None) -> Deployment:
@@ -248,7 +228,7 @@ def rollback(name: str, version: int, *, port: int | None = None) -> Deployment:
         raise TargetError(f"the bento of '{name}' v{version} is gone from {rec.bento_path}")
     current = [r.version for r in reg.running(name)]
     try:
-        rec = _start(reg, rec, port)
+        rec = start_record(reg, rec, port)
     except BaseException as exc:
         reg.update(name, version, status=STOPPED, pid=None)
         reg.event("rollback-failed", name, version, error=f"{type(exc).__name__}: {exc}"[:500])

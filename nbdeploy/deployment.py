@@ -14,7 +14,7 @@ from . import client
 from .errors import NbdeployError, PredictionError, TargetError
 from .registry import FAILED, RUNNING, STOPPED, Record, Registry
 from .runtime import frames
-from .targets import get_target
+from .targets import Target, get_target
 
 
 class Deployment:
@@ -198,16 +198,8 @@ class Deployment:
         rec = self._refresh()
         target = get_target(rec.target)
         target.stop(rec)
-        if not rec.bento_path:
-            raise NbdeployError(f"'{rec.name}' v{rec.version} has no bento to restart from")
-        running = target.deploy(rec, rec.bento_path, rec.port)
-        extra = {"info": {**rec.info, **running.info}} if running.info else {}
-        self._record, others = self._registry.claim(
-            rec.name, rec.version, url=running.url, port=running.port, pid=running.pid, **extra
-        )
-        for other in others:
-            stop_record(self._registry, other)
-        self._registry.event("restart", rec.name, rec.version, url=running.url)
+        self._record = start_record(self._registry, rec, rec.port, target)
+        self._registry.event("restart", rec.name, rec.version, url=self._record.url)
         return self
 
     def logs(self, lines: int = 200) -> str:
@@ -322,6 +314,24 @@ class Deployment:
             f"<table>{body}</table>"
             f"<div>Try it:</div><pre style='white-space:pre-wrap'>{html.escape(self.curl(shown_key))}</pre></div>"
         )
+
+
+def start_record(registry: Registry, rec: Record, port: int | None, target: Target | None = None) -> Record:
+    """Start ``rec``'s bento on its target, then retire every other running version of the name."""
+    target = target or get_target(rec.target)
+    if port is not None:
+        # The caller wants the port another version holds: free it first (a short gap in service).
+        for r in registry.running(rec.name):
+            if r.version != rec.version and r.port == port:
+                stop_record(registry, r)
+    if not rec.bento_path:
+        raise NbdeployError(f"'{rec.name}' v{rec.version} has no bento to start from")
+    running = target.deploy(rec, rec.bento_path, port)
+    extra = {"info": {**rec.info, **running.info}} if running.info else {}
+    rec, others = registry.claim(rec.name, rec.version, url=running.url, port=running.port, pid=running.pid, **extra)
+    for other in others:
+        stop_record(registry, other)
+    return rec
 
 
 def stop_record(registry: Registry, rec: Record) -> Record:

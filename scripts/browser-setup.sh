@@ -9,11 +9,4 @@ if ! command -v apt-get >/dev/null 2>&1; then
     echo "browser-setup: no $CHROMIUM; install Chromium there (or link it) to run the browser test" >&2
     exit 1
 fi
-if [ "$(id -u)" -ne 0 ]; then
-    echo "browser-setup: no $CHROMIUM; as root: apt-get install -y chromium" >&2
-    exit 1
-fi
-echo "browser-setup: installing chromium" >&2
-export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq >/dev/null
-apt-get install -y -qq chromium >/dev/null
+exec bash "$(dirname "$0")/apt-ensure.sh" browser-setup chromium

@@ -12,16 +12,4 @@ if ! command -v dpkg-query >/dev/null 2>&1; then
     done
     exit 0
 fi
-missing=()
-for pkg in "${packages[@]}"; do
-    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
-done
-[ ${#missing[@]} -eq 0 ] && exit 0
-if [ "$(id -u)" -ne 0 ]; then
-    echo "podman-setup: missing ${missing[*]}; as root: apt-get install -y ${missing[*]}" >&2
-    exit 1
-fi
-echo "podman-setup: installing ${missing[*]}" >&2
-export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq >/dev/null
-apt-get install -y -qq "${missing[@]}" >/dev/null
+exec bash "$(dirname "$0")/apt-ensure.sh" podman-setup "${packages[@]}"

@@ -59,6 +59,30 @@ def notebook(code: str) -> dict[str, Any]:
     return ns
 
 
+#: A churn pipeline whose first step is a class defined in the notebook (so it travels by value).
+CHURN_PIPELINE = """
+    from sklearn.base import BaseEstimator, TransformerMixin
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    class ChurnFeatures(BaseEstimator, TransformerMixin):
+        def fit(self, X, y=None):
+            self.plans_ = sorted(X["plan"].unique())
+            return self
+        def transform(self, X):
+            out = X[["tenure", "monthly", "support_calls"]].astype(float).copy()
+            out["calls_per_year"] = X["support_calls"] / (1 + X["tenure"] / 12)
+            for p in self.plans_:
+                out["plan_" + p] = (X["plan"] == p).astype(float)
+            return out
+
+    def build(X, y):
+        return Pipeline([("feat", ChurnFeatures()), ("scale", StandardScaler()),
+                         ("clf", LogisticRegression(max_iter=500))]).fit(X, y)
+    """
+
+
 @pytest.fixture(scope="session")
 def churn_data() -> tuple[pd.DataFrame, pd.Series]:
     rng = np.random.default_rng(42)

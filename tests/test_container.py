@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from conftest import ROOT, notebook
+from conftest import CHURN_PIPELINE, ROOT, notebook
 
 import nbdeploy
 from nbdeploy import config
@@ -33,28 +33,6 @@ from nbdeploy.targets.base import is_ready
 from nbdeploy.targets.container import BENTO_UID
 
 pytestmark = pytest.mark.slow
-
-PIPELINE = """
-    from sklearn.base import BaseEstimator, TransformerMixin
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import Pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    class ChurnFeatures(BaseEstimator, TransformerMixin):
-        def fit(self, X, y=None):
-            self.plans_ = sorted(X["plan"].unique())
-            return self
-        def transform(self, X):
-            out = X[["tenure", "monthly", "support_calls"]].astype(float).copy()
-            out["calls_per_year"] = X["support_calls"] / (1 + X["tenure"] / 12)
-            for p in self.plans_:
-                out["plan_" + p] = (X["plan"] == p).astype(float)
-            return out
-
-    def build(X, y):
-        return Pipeline([("feat", ChurnFeatures()), ("scale", StandardScaler()),
-                         ("clf", LogisticRegression(max_iter=500))]).fit(X, y)
-    """
 
 
 def _home_label() -> str:
@@ -85,7 +63,7 @@ def engine():
 @pytest.fixture(scope="module")
 def model_and_data(churn_data):
     X, y = churn_data
-    model = notebook(PIPELINE)["build"](X[:500], y[:500])
+    model = notebook(CHURN_PIPELINE)["build"](X[:500], y[:500])
     assert type(model.steps[0][1]).__module__ == "__main__"
     return model, X
 
@@ -112,6 +90,7 @@ def test_pipeline_with_notebook_step_predicts_like_the_session(deployed, model_a
     rec = info["container"]
     assert rec["engine"] == "podman" and rec["container"] == "nbdeploy-ctr-churn-v1"
     assert engine.image_id(rec["image"]) == rec["image_id"]
+    assert rec["size_bytes"] == engine.image_size(rec["image_id"]) and 100e6 < rec["size_bytes"] < 1.2e9
     fmt = "{{.Id}} {{.HostConfig.RestartPolicy.Name}} {{json .HostConfig.PortBindings}}"
     inspected = engine.run(["container", "inspect", "--format", fmt, rec["container"]]).stdout
     cid, policy, ports = inspected.split(" ", 2)

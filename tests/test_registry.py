@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 
+import nbdeploy
 from nbdeploy.registry import FAILED, RUNNING, STOPPED, Registry
 
 
@@ -41,3 +42,19 @@ def test_get_prefers_the_running_version(tmp_path):
     reg.update("m", 1, status=STOPPED)
     assert reg.get("m").version in (1, 2)
     assert (tmp_path / "r.db").stat().st_mode & 0o777 == 0o600
+
+
+def test_audit_versions_are_integers_or_missing():
+    reg = Registry()
+    reg.event("deploy", "audited", 3, target="local")
+    reg.event("rotate-key", "audited")  # a name's key has no version
+    log = nbdeploy.audit("audited")
+    assert str(log.version.dtype) == "Int64"
+    assert log.version.iloc[0] == 3 and log.version.isna().iloc[1]
+
+
+def test_drift_thresholds_come_from_the_top_level():
+    from nbdeploy.monitor import DriftThresholds
+
+    assert nbdeploy.DriftThresholds is DriftThresholds
+    assert "DriftThresholds" in nbdeploy.__all__

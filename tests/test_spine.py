@@ -12,7 +12,7 @@ import textwrap
 import httpx
 import numpy as np
 import pytest
-from conftest import auth, notebook
+from conftest import CHURN_PIPELINE, auth, notebook
 from sklearn.ensemble import RandomForestClassifier
 
 import nbdeploy
@@ -42,30 +42,7 @@ def test_notebook_function_predicts_like_the_session(churn_data, stop_after):
 
 def test_pipeline_with_notebook_transformer(churn_data, stop_after):
     X, y = churn_data
-    ns = notebook(
-        """
-        import pandas as pd
-        from sklearn.base import BaseEstimator, TransformerMixin
-        from sklearn.linear_model import LogisticRegression
-        from sklearn.pipeline import Pipeline
-        from sklearn.preprocessing import StandardScaler
-
-        class ChurnFeatures(BaseEstimator, TransformerMixin):
-            def fit(self, X, y=None):
-                self.plans_ = sorted(X["plan"].unique())
-                return self
-            def transform(self, X):
-                out = X[["tenure", "monthly", "support_calls"]].astype(float).copy()
-                out["calls_per_year"] = X["support_calls"] / (1 + X["tenure"] / 12)
-                for p in self.plans_:
-                    out["plan_" + p] = (X["plan"] == p).astype(float)
-                return out
-
-        def build(X, y):
-            return Pipeline([("feat", ChurnFeatures()), ("scale", StandardScaler()),
-                             ("clf", LogisticRegression(max_iter=500))]).fit(X, y)
-        """
-    )
+    ns = notebook(CHURN_PIPELINE)
     model = ns["build"](X[:500], y[:500])
     assert type(model.steps[0][1]).__module__ == "__main__"
     dep = nbdeploy.deploy(model, name="pipe", sample=X[:500])

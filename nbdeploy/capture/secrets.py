@@ -57,7 +57,7 @@ def _classify(name: str, value: str) -> str | None:
         if pat.search(value):
             return label
     if SECRET_NAME.search(name) and len(value) >= _MIN_LEN and " " not in value and entropy(value) >= 3.0:
-        return f"a high-entropy value in a variable named like a secret ({len(value)} chars)"
+        return f"{len(value)} random-looking characters in a variable named like a secret"
     return None
 
 
@@ -164,6 +164,6 @@ def check(obj: Any, payload: bytes, allow: list[str] | None = None) -> None:
         more = "; ".join(f.message() for f in found[1:])
         raise SecretFoundError(
             f"refusing to capture: {first.message()}" + (f"; also {more}" if more else ""),
-            hint=f"read the secret at serving time (e.g. from the environment) instead of capturing it, "
-            f"or if it is not a secret pass allow_secrets=['{first.name}']",
+            hint=f"read it at serving time, e.g. from os.environ, instead of capturing it; "
+            f"if it is not a secret, pass allow_secrets=['{first.name}']",
         )

@@ -81,6 +81,12 @@ class Engine:
             return None
         return proc.stdout.strip().removeprefix("sha256:") or None
 
+    def image_size(self, ref: str) -> int | None:
+        """Bytes of the local image ``ref`` as the engine reports them (the size a user sees in ``images``)."""
+        proc = self.run(["image", "inspect", "--format", "{{.Size}}", ref], check=False)
+        text = proc.stdout.strip()
+        return int(text) if proc.returncode == 0 and text.isdigit() else None
+
     def remove(self, name: str, grace_s: int = 10) -> None:
         """Stop (SIGTERM, SIGKILL after ``grace_s``) and remove container ``name``."""
         if self.name == "docker":  # docker rm has no stop timeout

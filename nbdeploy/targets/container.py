@@ -160,7 +160,7 @@ class ContainerTarget:
         """The image to run: the one recorded if the engine still has it, else a new build."""
         rec = _recorded(record)
         if rec.get("image_id") and engine.image_id(rec["image_id"]):
-            return {k: rec[k] for k in ("image", "image_id", "build_s") if k in rec}
+            return {k: rec[k] for k in ("image", "image_id", "build_s", "size_bytes") if k in rec}
         if not record.bento_tag:
             raise TargetError(f"'{record.name}' v{record.version} has no bento to build an image from")
         tag = image_tag(record)
@@ -169,7 +169,8 @@ class ContainerTarget:
         image_id = engine.image_id(tag)
         if image_id is None:
             raise ImageBuildError(f"the build of {tag} reported success but {engine.name} has no such image")
-        return {"image": tag, "image_id": image_id, "build_s": round(time.perf_counter() - t0, 1)}
+        build_s = round(time.perf_counter() - t0, 1)
+        return {"image": tag, "image_id": image_id, "build_s": build_s, "size_bytes": engine.image_size(image_id)}
 
     def _clear_name(self, engine: Engine, name: str) -> None:
         """Remove a leftover container of this name made from this NBDEPLOY_HOME; refuse to touch anyone else's."""
