@@ -22,24 +22,19 @@ tests use, kmock, speaks HTTP but not the port-forward stream protocol).
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
-import os
 import time
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from ... import config, keys
+from ... import keys
 from ...errors import TargetError
 from ...registry import Record
 from ..base import Running
 from ..container import ContainerTarget
-from .manifests import CONTAINER, DEFAULT_REPLICAS, MANAGER, SERVICE_PORT_EXTERNAL, by_digest, render
+from .cluster import Cluster, call, connect, describe_error
+from .manifests import DEFAULT_REPLICAS, MANAGER, SERVICE_PORT_EXTERNAL, by_digest, render
 
 ROLLOUT_DEADLINE_S = 300.0  # a first pull of a ~600 MB image plus the startup probe's 120 s
 POLL_S = 1.0
-REQUEST_TIMEOUT_S = 30.0
 LOG_LINES = 20
 #: Container waiting reasons that do not fix themselves: the deploy fails at once instead of at the deadline.
 FAILING = {
@@ -52,128 +47,10 @@ FAILING = {
     "RunContainerError",
 }
 _SERVER_FIELDS = ("uid", "resourceVersion", "generation", "creationTimestamp", "managedFields", "selfLink")
-_INSTALL_HINT = "pip install 'nbdeploy[kubernetes]' (the official kubernetes client)"
 
 
 def recorded(record: Record) -> dict[str, Any]:
     return dict(record.info.get("kubernetes") or {})
-
-
-@dataclass
-class Cluster:
-    """A connection to one cluster: the dynamic client, the context's name and the namespace used."""
-
-    client: Any  # kubernetes.dynamic.DynamicClient
-    context: str
-    namespace: str
-
-    def resource(self, api_version: str, kind: str) -> Any:
-        return self.client.resources.get(api_version=api_version, kind=kind)
-
-    def get(self, api_version: str, kind: str, name: str) -> dict[str, Any] | None:
-        """The object as the server has it, or None."""
-        from kubernetes.dynamic.exceptions import NotFoundError
-
-        try:
-            resp = self.client.get(
-                self.resource(api_version, kind), name=name, namespace=self.namespace, serialize=False,
-                _request_timeout=REQUEST_TIMEOUT_S,
-            )  # fmt: skip
-        except NotFoundError:
-            return None
-        return json.loads(resp.data)  # type: ignore[no-any-return]
-
-    def list(self, api_version: str, kind: str, selector: dict[str, str] | None = None) -> list[dict[str, Any]]:
-        """Objects of ``kind`` in the namespace carrying ``selector``'s labels (also checked here, client-side)."""
-        sel = ",".join(f"{k}={v}" for k, v in (selector or {}).items()) or None
-        resp = self.client.get(
-            self.resource(api_version, kind), namespace=self.namespace, label_selector=sel, serialize=False,
-            _request_timeout=REQUEST_TIMEOUT_S,
-        )  # fmt: skip
-        items = json.loads(resp.data).get("items") or []
-        want = (selector or {}).items()
-        return [i for i in items if want <= ((i.get("metadata") or {}).get("labels") or {}).items()]
-
-    def apply(self, doc: dict[str, Any]) -> None:
-        """Server-side apply, field manager nbdeploy, forced: nbdeploy owns every field it renders."""
-        self.client.server_side_apply(
-            self.resource(doc["apiVersion"], doc["kind"]), body=doc, namespace=self.namespace,
-            field_manager=MANAGER, force_conflicts=True, _request_timeout=REQUEST_TIMEOUT_S,
-        )  # fmt: skip
-
-    def delete(self, api_version: str, kind: str, name: str) -> None:
-        """Delete, with the pods of a Deployment collected in the background; gone already is fine."""
-        from kubernetes.dynamic.exceptions import NotFoundError
-
-        with contextlib.suppress(NotFoundError):
-            self.client.delete(
-                self.resource(api_version, kind), name=name, namespace=self.namespace,
-                propagation_policy="Background", _request_timeout=REQUEST_TIMEOUT_S,
-            )  # fmt: skip
-
-    def pod_log(self, pod: str, lines: int, previous: bool = False) -> str:
-        """The last ``lines`` of the service container's log (``previous``: of the run before a restart)."""
-        query: list[tuple[str, Any]] = [("container", CONTAINER), ("tailLines", lines)]
-        if previous:
-            query.append(("previous", "true"))
-        resp = self.client.request(
-            "get", f"/api/v1/namespaces/{self.namespace}/pods/{pod}/log", query_params=query, serialize=False,
-            _request_timeout=REQUEST_TIMEOUT_S,
-        )  # fmt: skip
-        return resp.data.decode("utf-8", errors="replace").rstrip("\n")  # type: ignore[no-any-return]
-
-
-def connect(context: str | None = None, namespace: str | None = None) -> Cluster:
-    """The cluster of ``context`` (default: the kubeconfig's current one), or in-cluster credentials in a pod."""
-    try:
-        from kubernetes import config as kube_config
-        from kubernetes import dynamic
-        from kubernetes.config.config_exception import ConfigException
-    except ImportError:
-        raise TargetError("the kubernetes target needs the kubernetes package", hint=_INSTALL_HINT) from None
-    path = os.environ.get("KUBECONFIG") or os.path.expanduser("~/.kube/config")  # read now, not at import
-    try:
-        contexts, active = kube_config.list_kube_config_contexts(config_file=path)
-    except (ConfigException, OSError) as exc:
-        if context is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
-            return _in_cluster(namespace)
-        raise TargetError(
-            f"no usable kubeconfig ({path}): {exc}",
-            hint="set KUBECONFIG or write ~/.kube/config (e.g. `kubectl config view --raw`), then pass context=",
-        ) from None
-    names = [c["name"] for c in contexts]
-    chosen = context or (active or {}).get("name")
-    if chosen not in names:
-        raise TargetError(
-            f"kube context '{chosen}' is not in {path}" if chosen else f"{path} has no current context",
-            hint=f"pass context= one of: {', '.join(names) or '(none)'}",
-        )
-    ctx = next(c for c in contexts if c["name"] == chosen)
-    ns = namespace or (ctx.get("context") or {}).get("namespace") or "default"
-    try:
-        api = kube_config.new_client_from_config(config_file=path, context=chosen, persist_config=False)
-    except (ConfigException, OSError) as exc:
-        raise TargetError(f"cannot load kube context '{chosen}': {exc}") from None
-    return Cluster(_dynamic(dynamic, api), chosen, ns)
-
-
-def _in_cluster(namespace: str | None) -> Cluster:
-    from kubernetes import client, dynamic
-    from kubernetes import config as kube_config
-
-    conf = client.Configuration()
-    kube_config.load_incluster_config(client_configuration=conf)
-    ns_file = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
-    ns = namespace or (Path(ns_file).read_text().strip() if os.path.exists(ns_file) else "default")
-    return Cluster(_dynamic(dynamic, client.ApiClient(conf)), "in-cluster", ns)
-
-
-def _dynamic(dynamic: Any, api: Any) -> Any:
-    """A DynamicClient whose discovery cache lives in NBDEPLOY_HOME (one file per API server), not in /tmp."""
-    folder = config.home() / "kube"
-    folder.mkdir(exist_ok=True)
-    server = hashlib.sha256(api.configuration.host.encode()).hexdigest()[:16]
-    return dynamic.DynamicClient(api, cache_file=str(folder / f"discovery-{server}.json"))
 
 
 def _kref(doc: dict[str, Any]) -> str:
@@ -233,7 +110,7 @@ class KubernetesTarget:
                 "(log in first: `podman login registry.example.com`)",
             )
         cluster = connect(self._context, self._namespace)
-        _call(cluster, "reach the API server", lambda: cluster.client.request("get", "/version", serialize=False))
+        call(cluster, "reach the API server", lambda: cluster.client.request("get", "/version", serialize=False))
         return self._container.prepare()
 
     # -- the Target protocol -------------------------------------------------------------------------------------
@@ -257,7 +134,7 @@ class KubernetesTarget:
         t0 = time.perf_counter()
         try:
             for doc in docs:
-                _call(cluster, f"apply {_kref(doc)}", lambda d=doc: cluster.apply(d))
+                call(cluster, f"apply {_kref(doc)}", lambda d=doc: cluster.apply(d))
             self._wait(cluster, record, docs)
         except BaseException:  # failed or interrupted: nothing half-applied stays
             self._undo(cluster, docs, before)
@@ -292,13 +169,13 @@ class KubernetesTarget:
         pods: what ``Deployment.info()`` shows under ``cluster``."""
         cluster = self._cluster(record)
         name = record.name
-        dep = _call(cluster, f"read Deployment/{name}", lambda: cluster.get("apps/v1", "Deployment", name))
+        dep = call(cluster, f"read Deployment/{name}", lambda: cluster.get("apps/v1", "Deployment", name))
         out: dict[str, Any] = {"context": cluster.context, "namespace": cluster.namespace}
         if dep is None:
             return {**out, "status": "failed", "reason": f"Deployment/{name} is not on the cluster"}
         labels = (dep.get("metadata") or {}).get("labels") or {}
         done, desired, counts = _rollout(dep)
-        pods = _call(cluster, "list pods", lambda: self._pods(cluster, record))
+        pods = call(cluster, "list pods", lambda: self._pods(cluster, record))
         out.update(desired=desired, **counts, pods=[_pod_summary(p) for p in pods])
         failure = next((f for f in map(_pod_failure, pods) if f), None)
         stalled = _condition(dep, "Progressing")
@@ -311,13 +188,13 @@ class KubernetesTarget:
         else:
             out["status"] = "stopped" if desired == 0 else "running" if done else "starting"
         with contextlib.suppress(TargetError):
-            out["events"] = _call(cluster, "list events", lambda: _events(cluster, name, events))
+            out["events"] = call(cluster, "list events", lambda: _events(cluster, name, events))
         return out
 
     def logs(self, record: Record, lines: int = 200) -> str:
         """The log of every pod of this version, each under a ``==> pod NAME <==`` header."""
         cluster = self._cluster(record)
-        pods = _call(cluster, "list pods", lambda: self._pods(cluster, record))
+        pods = call(cluster, "list pods", lambda: self._pods(cluster, record))
         if not pods:
             return f"(no pods of '{record.name}' v{record.version} in {cluster.context}/{cluster.namespace})"
         parts = []
@@ -326,7 +203,7 @@ class KubernetesTarget:
             try:
                 text = cluster.pod_log(pod_name, lines)
             except Exception as exc:  # one pod's log must not hide the others'
-                text = f"(log unavailable: {_reason(exc)})"
+                text = f"(log unavailable: {describe_error(exc)})"
             parts.append(f"==> pod {pod_name} <==\n{text}")
         return "\n\n".join(parts)
 
@@ -337,13 +214,13 @@ class KubernetesTarget:
             return  # never applied
         cluster = self._cluster(record)
         name = record.name
-        dep = _call(cluster, f"read Deployment/{name}", lambda: cluster.get("apps/v1", "Deployment", name))
+        dep = call(cluster, f"read Deployment/{name}", lambda: cluster.get("apps/v1", "Deployment", name))
         owner = ((dep or {}).get("metadata") or {}).get("labels", {}).get("nbdeploy.io/version")
         if dep is not None and owner not in (None, str(record.version)):
             return
         for ref in reversed(rec["objects"]):
             kind, _, name = ref.partition("/")
-            _call(cluster, f"delete {ref}", lambda k=kind, n=name: cluster.delete(_API_VERSIONS[k], k, n))
+            call(cluster, f"delete {ref}", lambda k=kind, n=name: cluster.delete(_API_VERSIONS[k], k, n))
 
     # -- extras --------------------------------------------------------------------------------------------------
 
@@ -366,7 +243,7 @@ class KubernetesTarget:
             hpa = {**rec["hpa"], "min_replicas": n, "max_replicas": max(int(rec["hpa"]["max_replicas"]), n)}
         docs = self._render(record, rec["image"], cluster, n, hpa)
         for doc in docs:
-            _call(cluster, f"apply {_kref(doc)}", lambda d=doc: cluster.apply(d))
+            call(cluster, f"apply {_kref(doc)}", lambda d=doc: cluster.apply(d))
         return {**rec, "replicas": n, "hpa": _scaling(docs), "objects": [_kref(d) for d in docs]}
 
     # -- steps ---------------------------------------------------------------------------------------------------
@@ -396,7 +273,7 @@ class KubernetesTarget:
         """The objects that exist before the apply (a previous version's), to put back if this one fails."""
         found = {}
         for doc in docs:
-            obj = _call(cluster, f"read {_kref(doc)}", lambda d=doc: cluster.get(d["apiVersion"], d["kind"], _name(d)))
+            obj = call(cluster, f"read {_kref(doc)}", lambda d=doc: cluster.get(d["apiVersion"], d["kind"], _name(d)))
             if obj is not None:
                 found[_kref(doc)] = obj
         return found
@@ -426,13 +303,13 @@ class KubernetesTarget:
         at_least = (_scaling(docs) or {}).get("min_replicas", 0)  # the HPA raises replicas to its minimum
         end = time.monotonic() + self._timeout
         while True:
-            dep = _call(cluster, f"read Deployment/{name}", lambda: cluster.get("apps/v1", "Deployment", name))
+            dep = call(cluster, f"read Deployment/{name}", lambda: cluster.get("apps/v1", "Deployment", name))
             if dep is None:
                 raise TargetError(f"Deployment/{name} disappeared from {cluster.namespace} during the rollout")
             done, desired, counts = _rollout(dep, at_least)
             if done:
                 return
-            pods = _call(cluster, "list pods", lambda: self._pods(cluster, record))
+            pods = call(cluster, "list pods", lambda: self._pods(cluster, record))
             failure = next((f for f in map(_pod_failure, pods) if f), None)
             progressing = _condition(dep, "Progressing") or {}
             if failure is None and progressing.get("status") == "False":
@@ -559,30 +436,3 @@ def _events(cluster: Cluster, name: str, n: int) -> list[dict[str, Any]]:
 
 def _involved(event: dict[str, Any]) -> dict[str, Any]:
     return event.get("involvedObject") or {}
-
-
-def _reason(exc: BaseException) -> str:
-    status = getattr(exc, "status", None)
-    summary = getattr(exc, "summary", None)
-    text = summary() if callable(summary) else str(exc)
-    return f"HTTP {status}: {text}" if status else text.splitlines()[0] if text else type(exc).__name__
-
-
-def _call(cluster: Cluster, what: str, fn: Any) -> Any:
-    """Run one API call; a refusal or an unreachable server becomes a TargetError naming the context."""
-    try:
-        return fn()
-    except TargetError:
-        raise
-    except Exception as exc:
-        from kubernetes.client.exceptions import ApiException
-        from kubernetes.dynamic.exceptions import DynamicApiError
-        from urllib3.exceptions import HTTPError
-
-        if not isinstance(exc, ApiException | DynamicApiError | HTTPError | OSError):
-            raise
-        hint = "check `kubectl --context {0} -n {1} auth can-i patch deployments` and that the server is reachable"
-        raise TargetError(
-            f"could not {what} on {cluster.context}/{cluster.namespace}: {_reason(exc)}",
-            hint=hint.format(cluster.context, cluster.namespace),
-        ) from None
