@@ -23,7 +23,6 @@ __all__ = [
     "CaptureError",
     "Deployment",
     "DeploymentNotFound",
-    "DriftThresholds",
     "EdgeExportError",
     "NbdeployError",
     "PackagingError",

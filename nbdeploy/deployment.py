@@ -147,7 +147,10 @@ class Deployment:
         return log_for(self._record).requests()
 
     def drift(self, thresholds: Any = None) -> pd.DataFrame:
-        """Drift of live inputs and predictions against the deploy-time sample, one row per feature."""
+        """Drift of live inputs and predictions against the deploy-time sample, one row per feature.
+
+        ``thresholds``: ``nbdeploy.DriftThresholds(...)`` to change the tests' cut-offs (defaults as Evidently's).
+        """
         from .monitor import drift
 
         return drift(self._refresh(), thresholds)

@@ -109,6 +109,22 @@ NOTEBOOK_CHECKS: dict[str, tuple[dict[str, object], list[str]]] = {
             "answered 400: missing column 'plan'",
         ],
     ),
+    # Deploys nothing (no cluster here), so no names to pass: manifests() only gives its default name a key.
+    "kubernetes.ipynb": (
+        {},
+        [
+            "HorizontalPodAutoscaler/churn-k8s",
+            "image: registry.invalid/nbdeploy-churn-k8s:unbuilt",
+            "readOnlyRootFilesystem: true",
+            "path: /livez",
+            "minReplicas: 3",
+            "the Secret holds the sha256 of the API key; the key is nowhere in the manifests",
+            "5 objects valid for Kubernetes 1.29 ... 1.34 (strict)",
+            "a misspelled field is refused: Additional properties are not allowed ('readOnlyRootFS' was unexpected)",
+            "not run: cluster_available is False",
+            "removed: True",
+        ],
+    ),
 }
 
 

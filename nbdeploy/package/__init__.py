@@ -34,7 +34,7 @@ def bento_env() -> dict[str, str]:
     if not os.environ.get("BENTOML_CONFIG_OPTIONS") and not os.environ.get("BENTOML_CONFIG"):
         # With no tracing exporter configured, BentoML still builds an OpenTelemetry span per request only to
         # drop it (~10% of a one-row request's CPU); a user's own BentoML configuration is left alone.
-        env["BENTOML_CONFIG_OPTIONS"] = "tracing.excluded_urls=.*"
+        env["BENTOML_CONFIG_OPTIONS"] = "services.tracing.excluded_urls=.*"
     return env
 
 
