@@ -127,6 +127,9 @@ def test_the_npz_route_has_the_same_guard_and_checks(pipeline_dep):
     body = frames.encode(X)
     with httpx.Client(trust_env=False, timeout=30) as http:
         assert http.post(url, content=body, headers=npz).status_code == 401
+        # default-deny: any route but health, metrics and the API description needs the key
+        assert http.post(f"{dep.url}/not-a-route").status_code == 401
+        assert http.get(f"{dep.url}/docs.json").status_code == 200
         assert http.post(url, content=body, headers={**npz, "authorization": "Bearer nbd_wrong"}).status_code == 401
         ok = http.post(url, content=body, headers={**auth(dep), **npz})
         assert ok.status_code == 200 and len(ok.json()["predictions"]) == len(X) and ok.headers["x-request-id"]
