@@ -197,7 +197,7 @@ class Deployment:
         return self
 
     def restart(self) -> Deployment:
-        """Start this version again on the same port (after a crash, or to pick up new limits)."""
+        """Start this version again on the same port (after a crash), with the limits it was deployed with."""
         rec = self._refresh()
         target = get_target(rec.target)
         target.stop(rec)

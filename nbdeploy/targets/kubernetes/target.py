@@ -150,8 +150,9 @@ class KubernetesTarget:
             "replicas": replicas,
             "hpa": _scaling(docs),
             "ready_s": round(time.perf_counter() - t0, 2),
-            "port_forward": f"kubectl --context {cluster.context} -n {cluster.namespace} "
-            f"port-forward svc/{service} 8080:{SERVICE_PORT_EXTERNAL}",
+            # an in-cluster client has no kubeconfig context to name
+            "port_forward": ("kubectl " if cluster.context == "in-cluster" else f"kubectl --context {cluster.context} ")
+            + f"-n {cluster.namespace} port-forward svc/{service} 8080:{SERVICE_PORT_EXTERNAL}",
             **{k: v for k, v in built.items() if k == "push_s"},
         }
         out: dict[str, Any] = {"kubernetes": info}
