@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 
 import httpx
 import numpy as np
@@ -243,3 +244,21 @@ def test_port_in_use_is_a_clear_error(churn_data, stop_after):
         with pytest.raises(nbdeploy.TargetError, match=f"port {port} is in use"):
             nbdeploy.deploy(notebook("def f(df):\n    return df['tenure']\n")["f"], name="busy", sample=X, port=port)
     assert "busy" not in set(nbdeploy.deployments()["name"])
+
+
+def test_access_log_is_off_unless_asked_for(churn_data, stop_after, monkeypatch):
+    """BentoML's line per request costs throughput (the request log has them all); NBDEPLOY_ACCESS_LOG=1 restores it."""
+    X, _ = churn_data
+    fn = notebook("def f(df):\n    return df['tenure'] * 1.0\n")["f"]
+    quiet = nbdeploy.deploy(fn, name="quiet-log", sample=X)
+    stop_after(quiet)
+    monkeypatch.setenv("NBDEPLOY_ACCESS_LOG", "1")
+    loud = nbdeploy.deploy(fn, name="loud-log", sample=X)
+    stop_after(loud)
+    for dep in (quiet, loud):
+        dep.predict(X[:2])
+    deadline = time.monotonic() + 10
+    while "path=/predict" not in loud.logs(100) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert "path=/predict" in loud.logs(100)
+    assert "path=/predict" not in quiet.logs(100)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -101,4 +102,6 @@ def service_env(record: Record, root: str) -> dict[str, str]:
     }
     for name, value in (record.info.get("limits") or {}).items():
         env[LIMITS[name]] = str(value)
+    if os.environ.get("NBDEPLOY_ACCESS_LOG"):  # BentoML's line per request, off by default (it costs throughput)
+        env["NBDEPLOY_ACCESS_LOG"] = os.environ["NBDEPLOY_ACCESS_LOG"]
     return env
