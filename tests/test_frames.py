@@ -18,7 +18,7 @@ from sklearn.preprocessing import OneHotEncoder
 
 import nbdeploy
 from nbdeploy.runtime import frames
-from nbdeploy.runtime.schema import InputError, arrays_to_model_input
+from nbdeploy.runtime.schema import InputError, arrays_to_model_input, to_model_input
 
 SCHEMA = {
     "kind": "frame",
@@ -63,12 +63,12 @@ def test_columns_only_json_can_carry_fall_back_to_json():
     [
         (FRAME.drop(columns="x"), "missing column 'x'"),
         (FRAME.assign(extra=1), "unknown column 'extra'"),
-        (FRAME.assign(x=["a", "b", "c"]), "column 'x': expected a number, got an array of <U1"),
+        (FRAME.assign(x=["a", "b", "c"]), "column 'x': expected a number, got 'a' (row 0)"),
         (FRAME.assign(n=[1.0, 2.5, 3.0]), "column 'n': expected an integer, got 2.5 (row 1)"),
         (FRAME.assign(n=[1.0, np.nan, 3.0]), "column 'n': missing value in row 1"),
         (FRAME.assign(plan=["basic", "gold", "pro"]), "column 'plan': unknown category 'gold' (row 1)"),
         (FRAME.assign(when=["2026-01-01", "soon", "2026-01-03"]), "column 'when': expected a date/time, got 'soon'"),
-        (FRAME.assign(flag=[1, 0, 1]), "column 'flag': expected true or false, got an array of int64"),
+        (FRAME.assign(flag=[1, 0, 1]), "column 'flag': expected true or false, got 1 (row 0)"),
     ],
 )
 def test_refusals_name_the_column_and_row(frame, message):
@@ -91,6 +91,37 @@ def test_bodies_that_are_not_frames_are_refused_without_unpickling():
     np.savez(buf, __columns__=np.array(["a", "b"]), c0=np.arange(3), c1=np.arange(4))
     with pytest.raises(frames.FrameError, match="same length"):
         frames.decode(buf.getvalue())
+
+
+def test_object_columns_take_what_json_would():
+    schema = {"kind": "dataframe", "columns": [{"name": "o", "kind": "object", "dtype": "object"}]}
+    out = arrays_to_model_input(["o"], [np.array(["a", "b"])], schema)
+    pd.testing.assert_frame_equal(out, to_model_input({"columns": ["o"], "data": [["a"], ["b"]]}, schema))
+
+
+def test_a_model_trained_on_an_array_takes_the_columns_in_order():
+    schema = {"kind": "ndarray", "n_features": 2, "dtype": "float64", "nullable": False}
+    out = arrays_to_model_input(["a", "b"], [np.array([1, 2]), np.array([0.5, 1.5])], schema)
+    np.testing.assert_array_equal(out, [[1.0, 0.5], [2.0, 1.5]])
+    with pytest.raises(InputError, match="expected 2 columns"):
+        arrays_to_model_input(["a"], [np.array([1.0])], schema)
+    with pytest.raises(InputError, match="feature 1: expected a number"):
+        arrays_to_model_input(["a", "b"], [np.array([1.0]), np.array(["x"])], schema)
+    with pytest.raises(InputError, match=re.escape("feature 0: missing value in row 1")):
+        arrays_to_model_input(["a", "b"], [np.array([1.0, np.nan]), np.array([1.0, 2.0])], schema)
+    with pytest.raises(InputError, match="empty"):
+        arrays_to_model_input(["a", "b"], [np.array([]), np.array([])], schema)
+
+
+@pytest.mark.slow
+def test_an_array_trained_model_answers_a_large_frame(churn_data, stop_after):
+    X, y = churn_data
+    num = X.drop(columns="plan")
+    model = RandomForestClassifier(n_estimators=10, random_state=0).fit(num.to_numpy(), y)
+    dep = nbdeploy.deploy(model, name="frames-array", sample=num.to_numpy())
+    stop_after(dep)
+    big = pd.concat([num] * 4, ignore_index=True)  # 2,400 rows as a DataFrame: goes as .npz
+    assert (dep.predict(big) == model.predict(big.to_numpy())).all()
 
 
 @pytest.fixture(scope="module")

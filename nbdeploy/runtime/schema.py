@@ -191,29 +191,47 @@ def _frame(names: list[str], columns: list[Any], n: int) -> pd.DataFrame:
     return pd.DataFrame(dict(zip(names, columns, strict=True)), index=pd.RangeIndex(n))
 
 
-def arrays_to_model_input(names: list[str], arrays: list[np.ndarray], schema: dict[str, Any]) -> pd.DataFrame:
+def arrays_to_model_input(
+    names: list[str], arrays: list[np.ndarray], schema: dict[str, Any]
+) -> pd.DataFrame | np.ndarray:
     """As ``to_model_input``, for columns that arrived as arrays (``frames``): checks by dtype, not per value."""
-    if schema["kind"] == "ndarray":
-        raise InputError("this model takes an array, not a frame: send JSON rows to /predict")
-    specs = schema["columns"]
-    _check_names(names, [c["name"] for c in specs])
     n = len(arrays[0]) if arrays else 0
     if n == 0:
         raise InputError("the frame is empty: send at least one row")
+    if schema["kind"] == "ndarray":
+        return _stacked(arrays, schema)
+    specs = schema["columns"]
+    _check_names(names, [c["name"] for c in specs])
     by_name = dict(zip(names, arrays, strict=True))
     return pd.DataFrame(
         {c["name"]: _array_column(c["name"], by_name[c["name"]], c) for c in specs}, index=pd.RangeIndex(n)
     )
 
 
-_ARRAY_KINDS = {"integer": "iuf", "float": "iuf", "bool": "b", "string": "U", "category": "U", "datetime": "MU"}
+def _stacked(arrays: list[np.ndarray], schema: dict[str, Any]) -> np.ndarray:
+    """A model trained on an array takes the frame's columns in order, as ``_array`` takes JSON rows."""
+    width = schema["n_features"]
+    if len(arrays) != width:
+        raise InputError(f"expected {width} columns (features), got {len(arrays)}")
+    for j, arr in enumerate(arrays):
+        if arr.dtype.kind not in "iuf":
+            raise InputError(f"feature {j}: expected a number, got an array of {arr.dtype}")
+    out = np.column_stack(arrays).astype("float64")
+    if not schema.get("nullable", True) and np.isnan(out).any():
+        i, j = map(int, np.argwhere(np.isnan(out))[0])
+        raise InputError(f"feature {j}: missing value in row {i} (the sample had none)")
+    return out.astype(schema["dtype"], copy=False)
+
+
+#: Column kinds with a fast path for arrays of these numpy kinds; everything else takes the JSON path's checks.
+_FAST_KINDS = {"integer": "iuf", "float": "iuf", "bool": "b", "datetime": "M"}
 
 
 def _array_column(name: str, arr: np.ndarray, spec: dict[str, Any]) -> Any:
     kind, dtype = spec["kind"], spec["dtype"]
-    if kind not in _ARRAY_KINDS or arr.dtype.kind not in _ARRAY_KINDS[kind]:
-        expected = _EXPECTED.get(kind, "JSON values")
-        raise InputError(f"column '{name}': expected {expected}, got an array of {arr.dtype}")
+    if arr.dtype.kind not in _FAST_KINDS.get(kind, ""):
+        # strings, categories, objects, or a dtype the kind does not expect: the same checks and messages as JSON
+        return _column(name, arr.tolist(), spec)
     if arr.dtype.kind == "f":
         nan = np.isnan(arr)
         if nan.any() and not spec.get("nullable", True):
@@ -235,8 +253,6 @@ def _array_column(name: str, arr: np.ndarray, spec: dict[str, Any]) -> Any:
         return arr.astype(dtype, copy=False)
     if kind == "bool":
         return arr
-    if kind in ("string", "category", "datetime") and arr.dtype.kind == "U":
-        return _column(name, arr.tolist(), spec)  # the JSON path's checks: unknown categories, bad dates
     return pd.to_datetime(arr, utc=spec.get("utc", False)).astype(dtype).to_numpy()
 
 
