@@ -46,9 +46,10 @@ def test_get_prefers_the_running_version(tmp_path):
 
 def test_audit_versions_are_integers_or_missing():
     reg = Registry()
-    reg.event("deploy", "audited", 3, target="local")
-    reg.event("rotate-key", "audited")  # a name's key has no version
-    log = nbdeploy.audit("audited")
+    reg.event("deploy", "audit-dtype", 3, target="local")
+    reg.event("rotate-key", "audit-dtype")  # a name's key has no version
+    log = nbdeploy.audit("audit-dtype")
+    assert list(log.action) == ["deploy", "rotate-key"]
     assert str(log.version.dtype) == "Int64"
     assert log.version.iloc[0] == 3 and log.version.isna().iloc[1]
 
