@@ -76,8 +76,10 @@ class Deployment:
         route, body_bytes, headers = "/predict", None, self._headers()
         if isinstance(data, pd.DataFrame) and len(data) >= client.NPZ_ROWS and self._record.target != "edge":
             body_bytes = frames.encode(data)  # large frames as arrays: no JSON to write or parse
-            if body_bytes is not None:
-                route, headers = frames.ROUTE, {**headers, "content-type": frames.MEDIA_TYPE}
+        if body_bytes is None:
+            body_bytes = client.encode(data)
+        else:
+            route, headers = frames.ROUTE, {**headers, "content-type": frames.MEDIA_TYPE}
         try:
             resp = self._post(route, body_bytes, headers, data)
             if resp.status_code == 401:  # the key was rotated by another handle: read it again, once
@@ -96,14 +98,13 @@ class Deployment:
         self.last_request_id = body.get("request_id")
         return np.asarray(body["predictions"])
 
-    def _post(self, route: str, body: bytes | None, headers: dict[str, str], data: Any) -> httpx.Response:
+    def _post(self, route: str, body: bytes, headers: dict[str, str], data: Any) -> httpx.Response:
         assert self._http is not None
-        if route != "/predict":
-            resp = self._http.post(f"{self.url}{route}", content=body, headers=headers)
-            if resp.status_code != 404:
-                return resp
-            # a version deployed before the .npz route: JSON, as it always took
-            headers = {**headers, "content-type": "application/json"}
+        resp = self._http.post(f"{self.url}{route}", content=body, headers=headers)
+        if route == "/predict" or resp.status_code != 404:
+            return resp
+        # a version deployed before the .npz route: JSON, as it always took
+        headers = {**headers, "content-type": "application/json"}
         return self._http.post(f"{self.url}/predict", content=client.encode(data), headers=headers)
 
     def feedback(self, request_ids: str | list[str], y_true: Any) -> int:

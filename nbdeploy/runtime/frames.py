@@ -13,6 +13,7 @@ import zipfile
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 MEDIA_TYPE = "application/x-npz"
 MOUNT = "/frame"  # a Starlette app mounted on the BentoML service
@@ -27,8 +28,6 @@ class FrameError(ValueError):
 
 def _array(col: Any) -> np.ndarray | None:
     """The column as a pickle-free array, or None when only JSON can carry it (missing strings, objects)."""
-    import pandas as pd
-
     if isinstance(col.dtype, pd.CategoricalDtype) or col.dtype == object or pd.api.types.is_string_dtype(col.dtype):
         values = col.astype(object) if isinstance(col.dtype, pd.CategoricalDtype) else col
         if col.isna().any() or pd.api.types.infer_dtype(values, skipna=False) != "string":  # missing, objects

@@ -1,6 +1,6 @@
 """The service's front door, as one ASGI middleware: API keys, request size, and concurrency.
 
-Only ``/predict`` and ``/feedback`` are guarded; health, metrics and the OpenAPI page stay open.
+Every path needs a key but health, metrics and the OpenAPI page (``OPEN``): a new route is guarded by default.
 Keys arrive as ``Authorization: Bearer KEY`` or ``X-API-Key: KEY``; the service only ever sees
 their sha256 (a file the SDK rewrites on rotation, re-read when it changes). A 401 says nothing
 about why the key was refused.

@@ -203,9 +203,7 @@ def arrays_to_model_input(
     specs = schema["columns"]
     _check_names(names, [c["name"] for c in specs])
     by_name = dict(zip(names, arrays, strict=True))
-    return pd.DataFrame(
-        {c["name"]: _array_column(c["name"], by_name[c["name"]], c) for c in specs}, index=pd.RangeIndex(n)
-    )
+    return _frame([c["name"] for c in specs], [_array_column(c["name"], by_name[c["name"]], c) for c in specs], n)
 
 
 def _stacked(arrays: list[np.ndarray], schema: dict[str, Any]) -> np.ndarray:

@@ -101,12 +101,9 @@ class NbdeployService:
         ctx.response.headers["x-request-id"] = rid
         rows = count_rows(inputs)
         # large frames are validated off the event loop, so they do not stall small requests
-        if rows <= 1000:
-            status, answer = await self._answer(rid, started, rows, inputs, lambda: self.predictor.frame(inputs))
-        else:
-            status, answer = await self._answer(
-                rid, started, rows, inputs, lambda: asyncio.to_thread(self.predictor.frame, inputs)
-            )
+        status, answer = await self._answer(
+            rid, started, rows, inputs, lambda: self.predictor.frame(inputs), off_loop=rows > 1000
+        )
         ctx.response.status_code = status
         return _json(answer)  # type: ignore[return-value]  # the annotation documents the body in /docs.json
 
@@ -122,12 +119,18 @@ class NbdeployService:
         raw = pd.DataFrame(dict(zip(names, arrays, strict=True)), copy=False)  # what was sent, for the log
         schema = self.predictor.schema
         status, answer = await self._answer(
-            rid, started, len(raw), raw, lambda: asyncio.to_thread(arrays_to_model_input, names, arrays, schema)
+            rid, started, len(raw), raw, lambda: arrays_to_model_input(names, arrays, schema), off_loop=True
         )
         return status, rid, answer
 
     async def _answer(
-        self, rid: str, started: float, rows: int, inputs: t.Any, make_frame: t.Callable[[], t.Any]
+        self,
+        rid: str,
+        started: float,
+        rows: int,
+        inputs: t.Any,
+        make_frame: t.Callable[[], t.Any],
+        off_loop: bool,
     ) -> tuple[int, dict[str, t.Any]]:
         """Status and body for one prediction request; every outcome is recorded once."""
         if rows > MAX_ROWS:
@@ -135,9 +138,7 @@ class NbdeployService:
             self._record(rid, started, 413, None, None, error)
             return 413, {"error": error, "request_id": rid}
         try:
-            frame = make_frame()
-            if asyncio.iscoroutine(frame):
-                frame = await frame
+            frame = await asyncio.to_thread(make_frame) if off_loop else make_frame()
             predictions = await self.batcher.predict(frame)
         except InputError as exc:
             self._record(rid, started, 400, inputs, None, str(exc))  # kept: what was refused, to debug it
