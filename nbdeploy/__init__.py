@@ -13,7 +13,9 @@ from .errors import (
     PredictionError,
     SchemaError,
     SecretFoundError,
+    Superseded,
     TargetError,
+    UsageError,
     VerificationError,
 )
 
@@ -29,7 +31,9 @@ __all__ = [
     "PredictionError",
     "SchemaError",
     "SecretFoundError",
+    "Superseded",
     "TargetError",
+    "UsageError",
     "VerificationError",
     "__version__",
     "audit",

@@ -2,42 +2,57 @@
 
 from __future__ import annotations
 
-import re
 import time
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from . import config
+from . import config, keys
 from .capture import capture
 from .capture.schema import as_frame
 from .client import payload
 from .deployment import Deployment, start_record
-from .errors import DeploymentNotFound, NbdeployError, TargetError
+from .errors import DeploymentNotFound, NbdeployError, TargetError, UsageError
 from .package import build_bento
 from .registry import FAILED, RUNNING, STOPPED, Record, Registry
+from .runtime.redact import DROP, MODES, Redactor
 from .targets import get_target
 from .targets._process import check_port
 
 REFERENCE_ROWS = 5000
-_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 
 
 def _check_name(name: str) -> None:
-    if not isinstance(name, str) or not _NAME.match(name):
+    if not isinstance(name, str) or not config.NAME.fullmatch(name):
         raise NbdeployError(
             f"invalid deployment name {name!r}",
             hint="use 1-63 lowercase letters, digits and '-', starting and ending with a letter or digit",
         )
 
 
-def _example(sample: Any) -> Any:
+def _example(sample: Any, redacted: dict[str, str] | None = None) -> Any:
+    """The first row of the sample, for the card's curl line; redacted columns get a placeholder of their kind."""
     data = as_frame(sample)
     head = data.iloc[:1] if isinstance(data, pd.DataFrame) else data[:1]
-    if isinstance(head, pd.DataFrame):
-        return payload(head.to_dict(orient="records"))["inputs"]
-    return payload(head)["inputs"]
+    if not isinstance(head, pd.DataFrame):
+        return payload(head)["inputs"]
+    records = payload(head.to_dict(orient="records"))["inputs"]
+    for column in redacted or {}:
+        records[0][column] = _placeholder(head[column])
+    return records
+
+
+def _placeholder(column: pd.Series) -> Any:
+    if pd.api.types.is_bool_dtype(column):
+        return False
+    if pd.api.types.is_numeric_dtype(column):
+        return 0
+    if isinstance(column.dtype, pd.CategoricalDtype):
+        return column.cat.categories[0]
+    if pd.api.types.is_datetime64_any_dtype(column):
+        return "1970-01-01T00:00:00"
+    return "redacted"
 
 
 def deploy(
@@ -53,6 +68,7 @@ def deploy(
     verify: bool = False,
     auth: bool = True,
     limits: dict[str, float] | None = None,
+    redact: list[str] | dict[str, str] | None = None,
     engine: str | None = None,
     base_image: str | None = None,
     registry: str | None = None,
@@ -68,6 +84,8 @@ def deploy(
     ``wheels`` ship local wheels, ``allow_secrets`` names false positives of the secret scan.
     API keys are on unless ``auth=False``; ``limits`` sets max_rows, max_body_bytes, timeout_s,
     max_concurrency, max_queue, record_sample_rate, record_retention_days.
+    ``redact`` keeps personal data out of the request log and the reference sample: a list of columns to drop,
+    or ``{"column": "drop" | "hash"}`` (a keyed hash: drift still works on it). The model still gets every column.
     ``engine`` (podman, docker) and ``base_image`` are for ``target="container"`` and ``"kubernetes"``;
     ``registry`` (where the cluster pulls the image from), ``replicas``, ``context`` and ``namespace`` (default:
     the kubeconfig's current context and its namespace) for ``target="kubernetes"`` only.
@@ -87,6 +105,7 @@ def deploy(
     bento_options = tgt.prepare() if hasattr(tgt, "prepare") else {}  # fail before building what cannot run
     t0 = time.perf_counter()
     artifact = capture(obj, sample, requirements, wheels=wheels, allow_secrets=allow_secrets)
+    redacted = _check_redact(redact, artifact.schema)
     if verify:
         _verify(artifact)
     t1 = time.perf_counter()
@@ -98,14 +117,16 @@ def deploy(
         "requirements": artifact.requirements,
         "local_modules": artifact.local_modules,
         "lineage": artifact.lineage,
-        "example": _example(sample),
+        "example": _example(sample, redacted),
         "auth": bool(auth),
         "limits": dict(limits or {}),
+        **({"redact": redacted} if redacted else {}),
     }
     new_key = _ensure_key(reg, name) if auth else None
+    salt = keys.redact_salt(name) if redacted else ""
     rec = reg.allocate(name, target, info)
     try:
-        _keep_reference(obj, artifact.kind, sample, config.deployment_dir(name, rec.version))
+        _keep_reference(obj, artifact.kind, sample, config.deployment_dir(name, rec.version), Redactor(redacted, salt))
         bento = build_bento(artifact, name, rec.version, config.bento_store(), **bento_options)
         t2 = time.perf_counter()
         rec = reg.update(name, rec.version, bento_tag=bento.tag, bento_path=str(bento.path))
@@ -136,8 +157,6 @@ def _check_limits(limits: dict[str, float] | None) -> None:
 
 def _ensure_key(reg: Registry, name: str) -> str | None:
     """The name's API key: made (and returned, to be shown once) on first deploy, reused after."""
-    from . import keys
-
     existing = reg.key(name)
     if existing is not None:
         if not keys.read_hashes(name):
@@ -150,14 +169,34 @@ def _ensure_key(reg: Registry, name: str) -> str | None:
     return secret
 
 
-def _keep_reference(obj: Any, kind: str, sample: Any, directory: Any) -> None:
-    """The sample (up to 5,000 rows) and the session's predictions on it: the baseline for drift."""
+def _keep_reference(obj: Any, kind: str, sample: Any, directory: Any, redactor: Redactor) -> None:
+    """The sample (up to 5,000 rows) and the session's predictions on it: the baseline for drift, redacted as the
+    request log is (predictions come from the whole sample first)."""
     from .monitor.store import save_reference
     from .runtime.model import to_jsonable
 
     data = as_frame(sample)[:REFERENCE_ROWS]
     predict = obj.predict if kind == "estimator" else obj
-    save_reference(directory, data, to_jsonable(predict(data)))
+    predictions = to_jsonable(predict(data))
+    save_reference(directory, redactor.frame(data) if redactor.enabled else data, predictions)
+
+
+def _check_redact(redact: list[str] | dict[str, str] | None, schema: dict[str, Any]) -> dict[str, str]:
+    """``redact`` as {column: mode}, or a UsageError naming the unknown column or mode."""
+    if not redact:
+        return {}
+    spec = dict.fromkeys(redact, DROP) if isinstance(redact, (list, tuple, set)) else dict(redact)
+    if schema.get("kind") == "ndarray":
+        raise UsageError("redact= needs named columns; this model takes an array", hint="deploy it with a DataFrame")
+    names = [c["name"] for c in schema["columns"]]
+    for column, mode in spec.items():
+        if column not in names:
+            raise UsageError(
+                f"redact names column {column!r}, which the sample does not have", hint=f"columns: {names}"
+            )
+        if mode not in MODES:
+            raise UsageError(f"redact mode {mode!r} for column {column!r}", hint="use 'drop' or 'hash'")
+    return spec
 
 
 def _verify(artifact: Any) -> Any:
@@ -228,7 +267,7 @@ def rollback(name: str, version: int, *, port: int | None = None) -> Deployment:
         raise TargetError(f"the bento of '{name}' v{version} is gone from {rec.bento_path}")
     current = [r.version for r in reg.running(name)]
     try:
-        rec = start_record(reg, rec, port)
+        rec = start_record(reg, rec, port, supersede=False)
     except BaseException as exc:
         reg.update(name, version, status=STOPPED, pid=None)
         reg.event("rollback-failed", name, version, error=f"{type(exc).__name__}: {exc}"[:500])
@@ -264,7 +303,6 @@ def manifests(
     The Secret carries the sha256 of the name's API key only; a name without a key gets one, which
     ``nbdeploy key NAME`` prints.
     """
-    from . import keys
     from .targets.kubernetes import render, to_yaml
 
     reg = Registry()

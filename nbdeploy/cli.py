@@ -75,8 +75,11 @@ def _rollback(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    for path in _api.get(args.name, args.version).export(args.path):
+    dep = _api.get(args.name, args.version)
+    for path in dep.export(args.path):
         sys.stdout.write(path + "\n")
+    # the archives cannot vouch for themselves: the importer passes this hash, which the service checks at start
+    sys.stdout.write(f"NBDEPLOY_ARTIFACT_SHA256={dep.info()['sha256']}\n")
     return 0
 
 

@@ -3,11 +3,30 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
+
+#: Deployment names: DNS labels. Always ``fullmatch``: ``$`` also matches before a trailing newline.
+NAME = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
 
 
 def home() -> Path:
+    """The state folder, owner-only: it holds API keys and request logs with users' inputs.
+
+    A folder that already exists with wider permissions (say 0755, made by hand) is narrowed to 0700.
+    """
     path = Path(os.environ.get("NBDEPLOY_HOME") or Path.home() / ".nbdeploy").expanduser()
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if path.stat().st_mode & 0o077:
+        path.chmod(0o700)
+    return path
+
+
+def name_dir(name: str) -> Path:
+    """``deployments/NAME``: refuses a name that is not a deployment name (no path can be smuggled in)."""
+    if not isinstance(name, str) or not NAME.fullmatch(name):
+        raise ValueError(f"not a deployment name: {name!r}")
+    path = home() / "deployments" / name
     path.mkdir(parents=True, exist_ok=True, mode=0o700)
     return path
 
@@ -17,6 +36,6 @@ def bento_store() -> Path:
 
 
 def deployment_dir(name: str, version: int) -> Path:
-    path = home() / "deployments" / name / f"v{version}"
-    path.mkdir(parents=True, exist_ok=True)
+    path = name_dir(name) / f"v{version}"
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
     return path

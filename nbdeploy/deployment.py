@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from . import client
-from .errors import NbdeployError, PredictionError, TargetError
+from .errors import NbdeployError, PredictionError, Superseded, TargetError
 from .registry import FAILED, RUNNING, STOPPED, Record, Registry
 from .runtime import frames
 from .targets import Target, get_target
@@ -174,7 +174,8 @@ class Deployment:
         return open_panel(self._refresh(), interval=interval, live=live)
 
     def status(self) -> str:
-        """``running``, ``unhealthy`` (process up, not ready), ``stopped`` or ``failed``."""
+        """``running``, ``degraded`` (process up, not answering /readyz: starting, or a model call stuck past the
+        timeout until the worker is recycled), ``stopped`` or ``failed``."""
         rec = self._refresh()
         if rec.status != RUNNING:
             return rec.status
@@ -202,7 +203,12 @@ class Deployment:
         rec = self._refresh()
         target = get_target(rec.target)
         target.stop(rec)
-        self._record = start_record(self._registry, rec, rec.port, target)
+        try:
+            self._record = start_record(self._registry, rec, rec.port, target, supersede=False)
+        except BaseException as exc:
+            self._registry.update(rec.name, rec.version, status=FAILED, pid=None)
+            self._registry.event("restart-failed", rec.name, rec.version, error=f"{type(exc).__name__}: {exc}"[:500])
+            raise
         self._registry.event("restart", rec.name, rec.version, url=self._record.url)
         return self
 
@@ -320,8 +326,15 @@ class Deployment:
         )
 
 
-def start_record(registry: Registry, rec: Record, port: int | None, target: Target | None = None) -> Record:
-    """Start ``rec``'s bento on its target, then retire every other running version of the name."""
+def start_record(
+    registry: Registry, rec: Record, port: int | None, target: Target | None = None, supersede: bool = True
+) -> Record:
+    """Start ``rec``'s bento on its target, then retire every other running version of the name.
+
+    With ``supersede`` (a deploy), a version that finds a newer one already serving does not take over: it is
+    stopped and ``Superseded`` says which version serves, so the caller of a lost race is told. A rollback or
+    restart (``supersede=False``) takes over whatever runs.
+    """
     target = target or get_target(rec.target)
     if port is not None:
         # The caller wants the port another version holds: free it first (a short gap in service).
@@ -332,7 +345,16 @@ def start_record(registry: Registry, rec: Record, port: int | None, target: Targ
         raise NbdeployError(f"'{rec.name}' v{rec.version} has no bento to start from")
     running = target.deploy(rec, rec.bento_path, port)
     extra = {"info": {**rec.info, **running.info}} if running.info else {}
-    rec, others = registry.claim(rec.name, rec.version, url=running.url, port=running.port, pid=running.pid, **extra)
+    fields = {"url": running.url, "port": running.port, "pid": running.pid, **extra}
+    rec, others, newer = registry.claim(rec.name, rec.version, newest_wins=supersede, **fields)
+    if newer is not None:
+        target.stop(rec)
+        raise Superseded(
+            f"'{rec.name}' v{rec.version} does not serve: v{newer.version}, deployed at the same time from "
+            f"another session, is newer and serves at {newer.url}",
+            hint=f"nbdeploy.get('{rec.name}') is the serving version; nbdeploy.rollback('{rec.name}', "
+            f"{rec.version}) serves this one",
+        )
     for other in others:
         stop_record(registry, other)
     return rec

@@ -15,6 +15,10 @@ class NbdeployError(Exception):
         return f"{self.message} (hint: {self.hint})" if self.hint else self.message
 
 
+class UsageError(NbdeployError):
+    """Arguments nbdeploy cannot use: an unknown option, column or mode. Nothing was changed."""
+
+
 class CaptureError(NbdeployError):
     """The object, its sample or its environment cannot be captured."""
 
@@ -33,6 +37,10 @@ class PackagingError(NbdeployError):
 
 class TargetError(NbdeployError):
     """The target could not start, reach or stop the service."""
+
+
+class Superseded(TargetError):
+    """A deploy raced another of the same name and lost: the newer version serves, this one was stopped."""
 
 
 class EngineError(TargetError):

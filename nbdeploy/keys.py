@@ -7,6 +7,7 @@ then drops the old hash, so no request in flight fails.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -29,19 +30,39 @@ def new_key() -> str:
 
 
 def keys_path(name: str) -> Path:
-    path = config.home() / "deployments" / name
-    path.mkdir(parents=True, exist_ok=True)
-    return path / KEYS_FILE
+    return config.name_dir(name) / KEYS_FILE
 
 
 def write_hashes(name: str, hashes: list[str]) -> None:
-    """Atomically replace the accepted hashes (the service never reads a half-written file)."""
+    """Atomically replace the accepted hashes (the service never reads a half-written file).
+
+    Owner-only, and owned by whoever owned the file before: a container's service runs as its own user
+    (``targets.container`` hands the file to it), and a rotation must not take it back.
+    """
     path = keys_path(name)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".keys-")
     with os.fdopen(fd, "w") as fh:
         json.dump({"sha256": hashes}, fh)
-    os.chmod(tmp, 0o644)  # the service (maybe another uid in a container) must read the hashes
+    os.chmod(tmp, 0o600)
+    with contextlib.suppress(FileNotFoundError):
+        before = path.stat()
+        if (before.st_uid, before.st_gid) != (os.getuid(), os.getgid()):
+            try:
+                os.chown(tmp, before.st_uid, before.st_gid)
+            except PermissionError:  # not root: we cannot give it away, so keep what the service could read
+                os.chmod(tmp, before.st_mode & 0o777)
     os.replace(tmp, path)
+
+
+def redact_salt(name: str) -> str:
+    """The name's salt for hashed columns (``deploy(redact=...)``): made once, owner-only, the same for every
+    version so that hashes (and drift on them) compare across versions."""
+    path = config.name_dir(name) / "redact.salt"
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secrets.token_hex(32))
+    return path.read_text().strip()
 
 
 def read_hashes(name: str) -> list[str]:

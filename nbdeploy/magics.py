@@ -18,6 +18,12 @@ from . import _api
 from .errors import NbdeployError
 
 
+def _redact_item(item: str) -> tuple[str, str]:
+    """``email`` (dropped) or ``email:hash``."""
+    column, _, mode = item.strip().partition(":")
+    return column.strip(), (mode.strip() or "drop")
+
+
 def _user_error(exc: NbdeployError) -> UsageError:
     return UsageError(f"{type(exc).__name__}: {exc.message}" + (f"\nhint: {exc.hint}" if exc.hint else ""))
 
@@ -51,6 +57,7 @@ class DeployMagics(Magics):
     @argument("--namespace", default=None, help="for --target kubernetes: namespace (default: the context's)")
     @argument("--port", "-p", type=int, default=None, help="port for the local target (default: a free one)")
     @argument("--requirements", "-r", default=None, help="extra pins, comma-separated (e.g. 'xgboost==2.1.0')")
+    @argument("--redact", default=None, help="columns kept out of the request log: 'email,phone' or 'email:hash'")
     @line_magic
     def deploy(self, line: str) -> Any:
         """Deploy a model from this notebook: %deploy model --name churn --sample X_train"""
@@ -58,11 +65,13 @@ class DeployMagics(Magics):
         model = self._lookup(args.model, "model")
         sample = self._lookup(args.sample, "sample")
         reqs = [r.strip() for r in args.requirements.split(",") if r.strip()] if args.requirements else None
+        redact = dict(_redact_item(r) for r in args.redact.split(",") if r.strip()) if args.redact else None
         try:
             container = {"engine": args.engine, "base_image": args.base_image, "registry": args.registry}
             container.update(replicas=args.replicas, context=args.context, namespace=args.namespace)
             return _api.deploy(
                 model, name=args.name, sample=sample, target=args.target, port=args.port, requirements=reqs,
+                redact=redact,
                 **{k: v for k, v in container.items() if v is not None},
             )  # fmt: skip
         except NbdeployError as exc:

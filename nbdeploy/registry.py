@@ -206,14 +206,29 @@ class Registry:
             rows = con.execute(f"SELECT * FROM events {where} ORDER BY id", args).fetchall()
         return [{**dict(zip(r.keys(), r, strict=True)), "detail": json.loads(r["detail"])} for r in rows]
 
-    def claim(self, name: str, version: int, **fields: Any) -> tuple[Record, list[Record]]:
+    def claim(
+        self, name: str, version: int, newest_wins: bool = False, **fields: Any
+    ) -> tuple[Record, list[Record], Record | None]:
         """Mark ``version`` running and return the other running versions, atomically.
 
-        Two kernels finishing deploys of one name at once each see the other's claim or none:
-        whoever claims last retires the rest, so exactly one version is left running.
+        Two kernels finishing deploys of one name at once each see the other's claim or none. With
+        ``newest_wins`` (deploys), a version that finds a newer one running does not claim: it is marked
+        stopped and the newer one is returned third, for the caller to say so. Otherwise whoever claims
+        last retires the rest. Either way exactly one version is left running.
         """
-        cols, values = self._assignments({"status": RUNNING, **fields})
         with self._tx() as con:
+            if newest_wins:
+                newer = con.execute(
+                    "SELECT * FROM deployments WHERE name=? AND status=? AND version > ? ORDER BY version DESC",
+                    (name, RUNNING, version),
+                ).fetchone()
+                if newer is not None:
+                    con.execute(
+                        "UPDATE deployments SET status=?, pid=NULL, updated_at=? WHERE name=? AND version=?",
+                        (STOPPED, _now(), name, version),
+                    )
+                    return self._row(con, name, version), [], Record.from_row(newer)
+            cols, values = self._assignments({"status": RUNNING, **fields})
             con.execute(
                 f"UPDATE deployments SET {cols}, updated_at=? WHERE name=? AND version=?",
                 (*values, _now(), name, version),
@@ -221,7 +236,13 @@ class Registry:
             rows = con.execute(
                 "SELECT * FROM deployments WHERE name=? AND status=? AND version != ?", (name, RUNNING, version)
             ).fetchall()
-        return self.get(name, version), [Record.from_row(r) for r in rows]
+            mine = self._row(con, name, version)
+        return mine, [Record.from_row(r) for r in rows], None
+
+    @staticmethod
+    def _row(con: sqlite3.Connection, name: str, version: int) -> Record:
+        row = con.execute("SELECT * FROM deployments WHERE name=? AND version=?", (name, version)).fetchone()
+        return Record.from_row(row)
 
     def key(self, name: str) -> str | None:
         """The API key the SDK sends for ``name`` (this file is readable by its owner only)."""

@@ -181,7 +181,8 @@ def test_export_archive_loads_into_a_fresh_podman_and_runs(deployed, model_and_d
     try:
         podman(
             "run", "-d", "--name", "nbdeploy-test-exported", "--init", "-p", f"127.0.0.1:{port}:3000",
-            "-v", f"{tmp_path / 'keys'}:/keys:ro", "-e", "NBDEPLOY_KEYS_FILE=/keys/keys.json", rec["image"],
+            "-v", f"{tmp_path / 'keys'}:/keys:ro", "-e", "NBDEPLOY_KEYS_FILE=/keys/keys.json",
+            "-e", f"NBDEPLOY_ARTIFACT_SHA256={deployed.info()['sha256']}", rec["image"],
         )  # fmt: skip
         url, deadline = f"http://127.0.0.1:{port}", time.monotonic() + 120
         while not is_ready(url, timeout=1.0) and time.monotonic() < deadline:

@@ -116,7 +116,12 @@ def verify(artifact: ModelArtifact) -> Verification:
             text=True,
             timeout=600,
             cwd=root,
-            env={"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", "/tmp"), "PYTHONPATH": str(root)},
+            env={
+                "PATH": os.environ.get("PATH", ""),
+                "HOME": os.environ.get("HOME", "/tmp"),
+                "PYTHONPATH": str(root),
+                "NBDEPLOY_ARTIFACT_SHA256": artifact.sha256,
+            },
         )
         if out.returncode != 0:
             raise VerificationError(

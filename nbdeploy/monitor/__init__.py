@@ -12,7 +12,7 @@ from .. import config
 from ..errors import NbdeployError, PredictionError
 from ..registry import Record
 from .drift import DriftThresholds, compute
-from .store import RequestLog, accuracy_over_time, load_reference
+from .store import RequestLog, accuracy_over_time, load_reference, logged_schema
 
 __all__ = ["DriftThresholds", "RequestLog", "accuracy_over_time", "drift", "log_for", "send_feedback"]
 
@@ -30,7 +30,7 @@ def drift(record: Record, thresholds: DriftThresholds | None = None, max_rows: i
             hint="redeploy it with this version of nbdeploy, which keeps the sample",
         )
     ref_inputs, ref_preds = ref
-    current, preds = log_for(record).recent_rows(record.info["schema"], max_rows)
+    current, preds = log_for(record).recent_rows(logged_schema(record.info), max_rows)
     if current.empty:
         current = ref_inputs.iloc[0:0]
         preds = np.asarray([])

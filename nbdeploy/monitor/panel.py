@@ -33,7 +33,7 @@ from .. import config
 from ..registry import RUNNING, Record, Registry
 from . import metrics
 from .drift import DriftThresholds, compute
-from .store import RequestLog, accuracy_over_time, load_reference
+from .store import RequestLog, accuracy_over_time, load_reference, logged_schema
 
 __all__ = ["Panel", "PanelData", "StaticPanel", "open_panel", "snapshot"]
 
@@ -64,7 +64,7 @@ class PanelData:
 
     name: str
     version: int
-    status: str  # running, unhealthy, stopped, failed
+    status: str  # running, degraded, stopped, failed
     url: str | None
     at: float  # when it was taken (epoch seconds)
     total_requests: int | None = None  # /predict requests since the service started (or in the log, see below)
@@ -264,7 +264,7 @@ def _drift_part(
 ) -> None:
     data.drift_at = data.at
     ref = load_reference(reqlog.directory)
-    schema = rec.info.get("schema") or {}
+    schema = logged_schema(rec.info) if rec.info.get("schema") else {}
     current, preds = reqlog.recent_rows(schema, max_rows) if schema else (pd.DataFrame(), np.array([]))
     data.live_predictions = np.asarray(preds)
     if ref is None:

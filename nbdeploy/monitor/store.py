@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from ..runtime.recorder import DB_NAME, connect
+from ..runtime.redact import Redactor
 from ..runtime.schema import InputError, to_model_input
 
 REFERENCE = "reference.pkl"
@@ -82,6 +83,11 @@ class RequestLog:
         out = pd.DataFrame(rows, columns=["ts", "y_pred", "y_true"])
         out["time"] = pd.to_datetime(out["ts"], unit="s", utc=True)
         return out
+
+
+def logged_schema(info: dict[str, Any]) -> dict[str, Any]:
+    """The schema of what the request log holds for a version: redacted columns dropped or hashed."""
+    return Redactor(info.get("redact")).schema(info.get("schema") or {})
 
 
 def save_reference(directory: Path, sample: pd.DataFrame | np.ndarray, predictions: Any) -> None:

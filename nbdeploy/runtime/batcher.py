@@ -9,6 +9,7 @@ is shared. Only used for models whose predictions were shown not to depend on th
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -36,6 +37,8 @@ class Batcher:
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="nbdeploy-predict")
         self.batches = 0  # model calls, and the requests they served: requests / batches = mean batch
         self.requests = 0
+        #: When the model call now running began (monotonic), None when idle: the watchdog reads it.
+        self.busy_since: float | None = None
 
     async def predict(self, frame: Frame) -> list[Any]:
         loop = asyncio.get_running_loop()
@@ -53,8 +56,15 @@ class Batcher:
             rows += len(item[0])
         return batch
 
+    def _timed(self, frame: Frame) -> list[Any]:
+        self.busy_since = time.monotonic()
+        try:
+            return self._predict(frame)
+        finally:
+            self.busy_since = None
+
     async def _call(self, frame: Frame) -> list[Any]:
-        return await asyncio.get_running_loop().run_in_executor(self._executor, self._predict, frame)
+        return await asyncio.get_running_loop().run_in_executor(self._executor, self._timed, frame)
 
     async def _run(self, frames: list[Frame]) -> list[list[Any] | Exception]:
         try:

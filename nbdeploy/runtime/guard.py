@@ -74,8 +74,26 @@ class KeyFile:
         return any(hmac.compare_digest(presented, h) for h in self._hashes)
 
 
+#: Routes whose body is JSON: another declared media type is refused (BentoML would pick another parser for it).
+JSON_ROUTES = frozenset({"/predict", "/feedback"})
+#: Bodies larger than this are parsed off the event loop (``PARSED`` in the scope), so one large request
+#: cannot stall the others, nor ``/livez``.
+PARSE_OFF_LOOP_BYTES = 256 * 1024
+PARSED = "nbdeploy.parsed"
+
+
 class _TooLarge(Exception):
     pass
+
+
+def _media_type(headers: list[tuple[bytes, bytes]]) -> str | None:
+    raw = next((v for k, v in headers if k == b"content-type"), None)
+    return None if raw is None else raw.decode("latin-1").split(";")[0].strip().lower()
+
+
+def _is_json(media: str | None) -> bool:
+    """No content type (a bare client) counts as JSON; any other declared type must say JSON."""
+    return media in (None, "", "application/json") or (media or "").endswith("+json")
 
 
 async def _answer(send: Send, status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> None:
@@ -130,9 +148,14 @@ class Guard:
                 {"error": "unauthorized: send a valid API key"},
                 {"www-authenticate": 'Bearer realm="nbdeploy"'},
             )
-        length = next((v for k, v in headers if k == b"content-length"), None)
-        if length is not None and length.isdigit() and int(length) > self.max_body_bytes:
+        lengths = [v for k, v in headers if k == b"content-length"]
+        if len(set(lengths)) > 1 or (lengths and not lengths[0].isdigit()):
+            return await _answer(send, 400, {"error": "the Content-Length header is not one non-negative number"})
+        if lengths and int(lengths[0]) > self.max_body_bytes:
             return await self._too_large(send)
+        if path in JSON_ROUTES and not _is_json(_media_type(headers)):
+            media = _media_type(headers)
+            return await _answer(send, 415, {"error": f"send JSON (content-type: application/json), not {media}"})
         if self._slots.locked() and self._waiting >= self.max_queue:
             return await _answer(
                 send,
@@ -146,9 +169,32 @@ class Guard:
         finally:
             self._waiting -= 1
         try:
+            if not lengths or (path == "/predict" and int(lengths[0]) > PARSE_OFF_LOOP_BYTES):
+                return await self._buffered(scope, receive, send)
             await self._call(scope, receive, send)
         finally:
             self._slots.release()
+
+    async def _buffered(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Read the whole body here, under the size limit (a chunked body declares no length); a large
+        /predict body is parsed in a thread and handed on parsed, so the event loop never parses it."""
+        body = bytearray()
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            body += message.get("body", b"")
+            if len(body) > self.max_body_bytes:
+                return await self._too_large(send)
+            if not message.get("more_body"):
+                break
+        raw = bytes(body)
+        if scope.get("path") == "/predict" and len(raw) > PARSE_OFF_LOOP_BYTES:
+            parsed = await asyncio.to_thread(_parse, raw)
+            if parsed is not None:
+                scope[PARSED] = parsed
+                raw = b'{"inputs": null}'  # BentoML still sees a valid body; the handler takes the parsed one
+        await self._call(scope, _replay(raw, receive), send)
 
     async def _call(self, scope: Scope, receive: Receive, send: Send) -> None:
         seen = 0
@@ -178,6 +224,31 @@ class Guard:
         await _answer(
             send, 413, {"error": f"request body over the limit of {limit} bytes; send fewer rows per request"}
         )
+
+
+def _parse(raw: bytes) -> dict[str, Any] | None:
+    """The body as a JSON object with ``inputs``, or None to let BentoML answer a malformed body as usual."""
+    from pydantic_core import from_json
+
+    try:
+        parsed = from_json(raw)
+    except ValueError:
+        return None
+    return parsed if isinstance(parsed, dict) and "inputs" in parsed else None
+
+
+def _replay(raw: bytes, receive: Receive) -> Receive:
+    """The body read already, then the connection's own events (a disconnect arrives as it happens)."""
+    sent = False
+
+    async def replayed() -> Message:
+        nonlocal sent
+        if sent:
+            return await receive()
+        sent = True
+        return {"type": "http.request", "body": raw, "more_body": False}
+
+    return replayed
 
 
 def from_environment(app: ASGIApp) -> Guard:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,9 @@ from .schema import to_model_input
 
 ARTIFACT = "model.pkl"
 META = "meta.json"
+#: The sha256 the service trusts. It comes from the registry record, through the target's environment: never
+#: from the artifact's own folder, where whoever swaps the pickle can rewrite ``meta.json`` too.
+EXPECTED_SHA256 = "NBDEPLOY_ARTIFACT_SHA256"
 
 
 class IntegrityError(RuntimeError):
@@ -26,17 +31,31 @@ def read_meta(artifact_dir: Path) -> dict[str, Any]:
     return json.loads((artifact_dir / META).read_text())
 
 
-def load_model(artifact_dir: Path, meta: dict[str, Any]) -> Any:
-    """Unpickle the artifact after checking its sha256 against the one recorded at capture."""
-    data = (artifact_dir / ARTIFACT).read_bytes()
-    digest = hashlib.sha256(data).hexdigest()
-    if digest != meta["sha256"]:
-        # stderr, not logging: the server's logging setup is not ours, and this line must be seen.
-        sys.stderr.write(
-            f"nbdeploy: REFUSING TO START: artifact {artifact_dir / ARTIFACT} has sha256 {digest}, "
-            f"but {meta['sha256']} was captured (it was modified after capture)\n"
+def _refuse(message: str) -> IntegrityError:
+    # stderr, not logging: the server's logging setup is not ours, and this line must be seen.
+    sys.stderr.write(f"nbdeploy: REFUSING TO START: {message}\n")
+    sys.stderr.flush()
+    return IntegrityError(message)
+
+
+def load_model(artifact_dir: Path, meta: dict[str, Any], expected: str | None = None) -> Any:
+    """Unpickle the artifact only if its sha256 is the one recorded at capture, as told by ``expected`` (or the
+    ``NBDEPLOY_ARTIFACT_SHA256`` variable): the hash in ``meta.json`` beside the artifact is not trusted."""
+    expected = expected or os.environ.get(EXPECTED_SHA256)
+    path = artifact_dir / ARTIFACT
+    if not expected:
+        raise _refuse(
+            f"no trusted sha256 for {path}: set {EXPECTED_SHA256} to the sha256 recorded at capture "
+            "(dep.info()['sha256'], printed by `nbdeploy export`)"
         )
-        raise IntegrityError(f"artifact sha256 mismatch: {digest} != {meta['sha256']}")
+    data = path.read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    if not hmac.compare_digest(digest, expected):
+        raise _refuse(
+            f"artifact {path} has sha256 {digest}, but {expected} was captured (it was modified after capture)"
+        )
+    if meta.get("sha256") != expected:
+        raise _refuse(f"{artifact_dir / META} names another artifact ({meta.get('sha256')}) than the one captured")
     return cloudpickle.loads(data)
 
 
@@ -60,6 +79,12 @@ class Predictor:
         self.schema = self.meta["schema"]
         obj = load_model(artifact_dir, self.meta)
         self._fn = obj.predict if self.meta["kind"] == "estimator" else obj
+
+    @property
+    def width(self) -> int:
+        """Columns (or features) the model takes: no request may name more."""
+        schema = self.schema
+        return int(schema["n_features"]) if schema["kind"] == "ndarray" else len(schema["columns"])
 
     @property
     def batchable(self) -> bool:

@@ -18,8 +18,15 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .redact import Redactor
+
 DB_NAME = "requests.db"
 LINGER_S = 0.2
+#: The longest string value kept in the log, and the longest error; longer ones are cut, with their length noted.
+MAX_VALUE_CHARS = 1000
+MAX_ERROR_CHARS = 2000
+#: A request's inputs as JSON beyond this size are walked to cut long values (cheaper requests skip the walk).
+_CAP_ABOVE_CHARS = 64 * 1024
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS requests (
@@ -40,6 +47,35 @@ CREATE TABLE IF NOT EXISTS feedback (
 );
 CREATE INDEX IF NOT EXISTS feedback_request ON feedback (request_id);
 """
+
+
+def _cut(text: str | None, limit: int) -> str | None:
+    if text is None or len(text) <= limit:
+        return text
+    return f"{text[:limit]}…[{len(text)} characters]"
+
+
+def _capped(value: Any) -> Any:
+    if isinstance(value, str):
+        return _cut(value, MAX_VALUE_CHARS)
+    if isinstance(value, list):
+        return [_capped(v) for v in value]
+    if isinstance(value, dict):
+        return {_cut(str(k), MAX_VALUE_CHARS): _capped(v) for k, v in value.items()}
+    return value
+
+
+def _dumps(value: Any, refused: bool = False) -> str:
+    """JSON for the log; a large one has every long string (and key) cut, so one request cannot bloat it. What a
+    refused request sent is not bounded by the schema (a million unknown columns), so it is cut as a whole too."""
+    text = json.dumps(value)
+    if len(text) <= _CAP_ABOVE_CHARS:
+        return text
+    text = json.dumps(_capped(value))
+    if refused and len(text) > _CAP_ABOVE_CHARS:
+        # half: escaping the quotes of the JSON text inside a string can double it
+        return json.dumps({"truncated": text[: _CAP_ABOVE_CHARS // 2], "characters": len(text)})
+    return text
 
 
 def connect(path: Path, readonly: bool = False) -> sqlite3.Connection:
@@ -63,11 +99,14 @@ class Recorder:
         retention_s: float = 7 * 86400,
         max_queue: int = 10_000,
         max_rows: int = 1_000,
+        redactor: Redactor | None = None,
     ) -> None:
         self.enabled = directory is not None and sample_rate > 0
         self.sample_rate = sample_rate
         self.retention_s = retention_s
         self.max_rows = max_rows  # rows of one request kept for drift; the rest are counted only
+        self.redactor = redactor or Redactor()
+        self.path: Path | None = None
         self.dropped = 0
         self.written = 0
         self._queue: queue.Queue[tuple[str, tuple[Any, ...]]] = queue.Queue(maxsize=max_queue)
@@ -101,15 +140,23 @@ class Recorder:
                 self._put(("feedback", (request_id, now, y_true)))
 
     def _rows(self, inputs: Any) -> tuple[int, Any]:
-        """Row count and the (capped) inputs to keep."""
+        """Row count and the (capped, redacted) inputs to keep."""
+        red = self.redactor
         if isinstance(inputs, dict) and "data" in inputs:
             data = inputs.get("data") or []
-            return len(data), {"columns": inputs.get("columns"), "data": data[: self.max_rows]}
+            n, columns, data = len(data), inputs.get("columns"), data[: self.max_rows]
+            if red.enabled and isinstance(columns, list) and isinstance(data, list):
+                columns, data = red.split(columns, data)
+            return n, {"columns": columns, "data": data}
         if isinstance(inputs, list):
-            return len(inputs), inputs[: self.max_rows]
+            kept = inputs[: self.max_rows]
+            return len(inputs), red.records(kept) if red.enabled else kept
+        if isinstance(inputs, dict) and red.enabled:
+            return 1, red.records([inputs])[0]
         if hasattr(inputs, "to_json") and hasattr(inputs, "columns"):  # a frame sent as .npz: kept in split form
-            head = json.loads(inputs.head(self.max_rows).to_json(orient="split", index=False, date_format="iso"))
-            return len(inputs), {"columns": head["columns"], "data": head["data"]}
+            head = red.frame(inputs.head(self.max_rows)) if red.enabled else inputs.head(self.max_rows)
+            split = json.loads(head.to_json(orient="split", index=False, date_format="iso"))
+            return len(inputs), {"columns": split["columns"], "data": split["data"]}
         return (1 if inputs is not None else 0), inputs
 
     def _drain(self) -> None:
@@ -149,10 +196,11 @@ class Recorder:
                 rid, ts, latency, status, inputs, outputs, error = item
                 n, kept = self._rows(inputs)
                 out = outputs[: self.max_rows] if isinstance(outputs, list) else outputs
-                requests.append((rid, ts, latency, status, n, json.dumps(kept), json.dumps(out), error))
+                error = _cut(self.redactor.error(error), MAX_ERROR_CHARS)
+                requests.append((rid, ts, latency, status, n, _dumps(kept, status != 200), _dumps(out), error))
             else:
                 rid, ts, y_true = item
-                feedback.append((rid, ts, json.dumps(y_true)))
+                feedback.append((rid, ts, _dumps(y_true)))
         with con:
             con.executemany("INSERT OR REPLACE INTO requests VALUES (?, ?, ?, ?, ?, ?, ?, ?)", requests)
             con.executemany("INSERT INTO feedback VALUES (?, ?, ?)", feedback)

@@ -17,11 +17,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from . import frames, guard
+from . import feedback, frames, guard, metric_paths
 from .batcher import Batcher
 from .model import Predictor, read_meta
 from .recorder import Recorder
+from .redact import Redactor
 from .schema import InputError, arrays_to_model_input, count_rows
+from .watchdog import Watchdog
 
 ARTIFACT_DIR = Path(__file__).resolve().parent.parent / "artifact"
 META = read_meta(ARTIFACT_DIR)
@@ -32,7 +34,14 @@ DATA_DIR = os.environ.get("NBDEPLOY_DATA_DIR") or None
 SAMPLE_RATE = float(os.environ.get("NBDEPLOY_RECORD_SAMPLE_RATE", "1.0"))
 RETENTION_S = float(os.environ.get("NBDEPLOY_RECORD_RETENTION_DAYS", "7")) * 86400
 TIMEOUT_S = float(os.environ.get("NBDEPLOY_TIMEOUT_S", "60"))
+# A model call still running this long after it began is wedged: the worker exits and BentoML's arbiter starts a
+# fresh one (its caller had its 504 long ago; everything queued behind it would only time out too).
+RECYCLE_AFTER_S = float(os.environ.get("NBDEPLOY_RECYCLE_AFTER_S") or 1.5 * TIMEOUT_S)
 MAX_ROWS = int(os.environ.get("NBDEPLOY_MAX_ROWS", "200000"))
+MAX_BODY_BYTES = int(os.environ.get("NBDEPLOY_MAX_BODY_BYTES", str(128 * 1024 * 1024)))
+#: Answered requests remembered for /feedback (id -> rows); older ones are looked up in the request log.
+ANSWERED_KEPT = 100_000
+MAX_FEEDBACK_ITEMS = 10_000
 BATCH_ROWS = int(os.environ.get("NBDEPLOY_BATCH_ROWS", "2048"))
 # Off by default: BentoML's access log writes a line per request (a tenth of a one-row request's CPU here);
 # the request log (dep.requests()) has every request already.
@@ -63,6 +72,8 @@ async def _npz_route(request: Request) -> Response:
     return response
 
 
+metric_paths.install({"/predict", "/feedback", frames.ROUTE, "/docs", *guard.OPEN}, guard.OPEN_PREFIXES)
+
 # Large frames as NumPy .npz bodies (runtime/frames.py): behind the same guard (keys, size limits) as /predict.
 _FRAME_APP = Starlette(routes=[Route(frames.ROUTE.removeprefix(frames.MOUNT), _npz_route, methods=["POST"])])
 
@@ -77,16 +88,28 @@ _FRAME_APP = Starlette(routes=[Route(frames.ROUTE.removeprefix(frames.MOUNT), _n
 )
 class NbdeployService:
     def __init__(self) -> None:
+        # Here, not at import (the SDK imports this module to build): the request log holds users' inputs, so
+        # the worker's files are owner-only (a rootless container's target relaxes it).
+        os.umask(int(os.environ.get("NBDEPLOY_UMASK", "077"), 8))
         self.predictor = Predictor(ARTIFACT_DIR)
         # batch-mates only for models shown row-independent at capture; others run one request a call
         self.batcher = Batcher(self.predictor.run, max_rows=BATCH_ROWS if self.predictor.batchable else 0)
-        self.recorder = Recorder(DATA_DIR, SAMPLE_RATE, RETENTION_S)
+        self.recorder = Recorder(DATA_DIR, SAMPLE_RATE, RETENTION_S, redactor=Redactor.from_environment())
+        self.answered = feedback.Answered(self.recorder.path, ANSWERED_KEPT)
+        self.frame_limits = frames.Limits(MAX_ROWS, self.predictor.width, MAX_BODY_BYTES)
+        self.watchdog = Watchdog(
+            lambda: self.batcher.busy_since, TIMEOUT_S, RECYCLE_AFTER_S, lambda: self.recorder.flush(1.0)
+        ).start()
         self._dropped_reported = 0
         # Made here, not at import: the SDK imports this module at every build, and Prometheus
         # refuses a second registration of the same name in one process.
         self._dropped_metric = bentoml.metrics.Counter(
             name="nbdeploy_records_dropped", documentation="Request records dropped because the log queue was full"
         )
+
+    async def __is_ready__(self) -> bool:
+        """Not ready while a model call is stuck past the request timeout (the watchdog recycles the worker)."""
+        return not self.watchdog.degraded
 
     def _record(self, rid: str, started: float, status: int, inputs: t.Any, outputs: t.Any, error: str | None) -> None:
         self.recorder.request(rid, (time.perf_counter() - started) * 1000, status, inputs, outputs, error)
@@ -99,10 +122,13 @@ class NbdeployService:
         started = time.perf_counter()
         rid = _request_id()
         ctx.response.headers["x-request-id"] = rid
+        parsed = ctx.request.scope.get(guard.PARSED)  # a large body, parsed off the event loop by the guard
+        if parsed is not None:
+            inputs = parsed["inputs"]
         rows = count_rows(inputs)
-        # large frames are validated off the event loop, so they do not stall small requests
+        # large requests are validated off the event loop, so they do not stall small ones (nor /livez)
         status, answer = await self._answer(
-            rid, started, rows, inputs, lambda: self.predictor.frame(inputs), off_loop=rows > 1000
+            rid, started, rows, inputs, lambda: self.predictor.frame(inputs), off_loop=parsed is not None or rows > 1000
         )
         ctx.response.status_code = status
         return _json(answer)  # type: ignore[return-value]  # the annotation documents the body in /docs.json
@@ -112,10 +138,10 @@ class NbdeployService:
         started = time.perf_counter()
         rid = _request_id()
         try:
-            names, arrays = await asyncio.to_thread(frames.decode, body)
+            names, arrays = await asyncio.to_thread(frames.decode, body, self.frame_limits)
         except frames.FrameError as exc:
-            self._record(rid, started, 400, None, None, str(exc))
-            return 400, rid, {"error": str(exc), "request_id": rid}
+            self._record(rid, started, exc.status, None, None, str(exc))
+            return exc.status, rid, {"error": str(exc), "request_id": rid}
         raw = pd.DataFrame(dict(zip(names, arrays, strict=True)), copy=False)  # what was sent, for the log
         schema = self.predictor.schema
         status, answer = await self._answer(
@@ -147,20 +173,23 @@ class NbdeployService:
             self._record(rid, started, 500, None, None, f"{type(exc).__name__}: {exc}")
             raise
         self._record(rid, started, 200, inputs, predictions, None)
+        self.answered.remember(rid, len(predictions))
         return 200, {"predictions": predictions, "request_id": rid}
 
     @bentoml.api(route="/feedback")
     def feedback(self, items: list[dict[str, t.Any]], ctx: bentoml.Context) -> dict[str, t.Any]:
-        """Ground truth for earlier requests: ``{"items": [{"request_id": ..., "y_true": [...]}]}``."""
-        for i, item in enumerate(items):
-            if not isinstance(item.get("request_id"), str) or "y_true" not in item:
-                ctx.response.status_code = 400
-                return {"error": f"item {i}: needs 'request_id' (a string) and 'y_true'"}
+        """Ground truth for earlier requests: ``{"items": [{"request_id": ..., "y_true": [...]}]}``, one label
+        per row of an answered request; the whole call is refused (400, naming the item) if one item is wrong."""
         if not self.recorder.enabled:
             ctx.response.status_code = 409
             return {"error": "request recording is off for this deployment, so feedback cannot be joined"}
-        self.recorder.feedback([(item["request_id"], item["y_true"]) for item in items])
-        return {"accepted": len(items)}
+        try:
+            accepted = feedback.checked(items, self.answered, MAX_FEEDBACK_ITEMS)
+        except InputError as exc:
+            ctx.response.status_code = 400
+            return {"error": str(exc)}
+        self.recorder.feedback(accepted)
+        return {"accepted": len(accepted)}
 
 
 NbdeployService.add_asgi_middleware(guard.from_environment)

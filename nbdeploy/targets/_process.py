@@ -37,7 +37,8 @@ def check_port(port: int, host: str = "127.0.0.1") -> None:
 
 def spawn(cmd: Sequence[str], log_path: Path, env: dict[str, str], cwd: Path) -> int:
     """Start ``cmd`` detached (new session), output appended to ``log_path``; return its PID."""
-    with open(log_path, "ab") as log:
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)  # logs can hold users' inputs
+    with open(fd, "ab") as log:
         proc = subprocess.Popen(
             list(cmd), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             env=env, cwd=cwd, start_new_session=True,
@@ -123,6 +124,17 @@ def stop_group(pgid: int, marker: str, grace_s: float = 10.0) -> None:
     left = members(pgid, marker)
     if left:
         raise TargetError(f"processes {left} of the service survived SIGKILL")
+
+
+def read_since(path: Path, offset: int, limit: int = 1 << 20) -> str:
+    """What was appended to ``path`` after ``offset`` (at most the last ``limit`` bytes of it)."""
+    try:
+        with open(path, "rb") as fh:
+            size = fh.seek(0, os.SEEK_END)
+            fh.seek(max(offset, size - limit))
+            return fh.read().decode(errors="replace")
+    except OSError:
+        return ""
 
 
 def tail(path: Path, lines: int) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Callable
@@ -99,7 +100,12 @@ def service_env(record: Record, root: str) -> dict[str, str]:
         "NBDEPLOY_DATA_DIR": f"{root}/v{record.version}",
         "NBDEPLOY_KEYS_FILE": f"{root}/keys.json",
         "NBDEPLOY_AUTH": "required" if record.info.get("auth", True) else "off",
+        # the hash the service checks the artifact against, from the registry, not from the bento it checks
+        "NBDEPLOY_ARTIFACT_SHA256": str(record.info.get("sha256", "")),
     }
+    if record.info.get("redact"):  # columns kept out of the request log; the salt stays in a file beside the keys
+        env["NBDEPLOY_REDACT"] = json.dumps(record.info["redact"])
+        env["NBDEPLOY_REDACT_SALT_FILE"] = f"{root}/redact.salt"
     for name, value in (record.info.get("limits") or {}).items():
         env[LIMITS[name]] = str(value)
     if os.environ.get("NBDEPLOY_ACCESS_LOG"):  # BentoML's line per request, off by default (it costs throughput)

@@ -94,7 +94,10 @@ class ContainerTarget:
         cmd += ["-p", f"127.0.0.1:{port}:{SERVICE_PORT}"]
         cmd += [a for k, v in labels.items() for a in ("--label", f"{k}={v}")]
         cmd += ["-v", _data_volume(record)]
-        cmd += [a for k, v in {**bento_env(), **service_env(record, DATA_MOUNT)}.items() for a in ("-e", f"{k}={v}")]
+        env = {**bento_env(), **service_env(record, DATA_MOUNT)}
+        if os.getuid() != 0:  # rootless: the service's files belong to a sub-uid; keep them readable to this user
+            env["NBDEPLOY_UMASK"] = "022"
+        cmd += [a for k, v in env.items() for a in ("-e", f"{k}={v}")]
         t0 = time.perf_counter()
         container_id = engine.run([*cmd, info["image_id"]]).stdout.strip()
         url = f"http://127.0.0.1:{port}"
@@ -117,7 +120,7 @@ class ContainerTarget:
         state = _state(self._engine_for(record), record)
         if state is None or state[0] not in _UP | {"restarting", "paused"}:
             return "failed"
-        return "running" if state[0] == "running" and record.url and is_ready(record.url) else "unhealthy"
+        return "running" if state[0] == "running" and record.url and is_ready(record.url) else "degraded"
 
     def logs(self, record: Record, lines: int = 200) -> str:
         engine = self._engine_for(record)
@@ -186,12 +189,20 @@ class ContainerTarget:
 
 
 def _data_volume(record: Record) -> str:
-    """``deployments/NAME`` (keys.json, vN/) mounted where ``service_env`` says; vN/ writable by the image's user."""
+    """``deployments/NAME`` (keys.json, vN/) mounted where ``service_env`` says, for the image's user alone.
+
+    As root, vN/ and keys.json are handed to that user (uid 1034), owner-only. Rootless, the host user cannot give
+    them away: vN/ is opened to all and keys.json made readable, inside an NBDEPLOY_HOME that stays 0700.
+    """
     version_dir = _dir(record)
+    private = [f for f in (version_dir.parent / "keys.json", version_dir.parent / "redact.salt") if f.exists()]
     try:
-        os.chown(version_dir, BENTO_UID, BENTO_UID)
-    except PermissionError:  # not root (rootless podman): NBDEPLOY_HOME is 0700, so only the container gains
+        for path in (version_dir, *private):
+            os.chown(path, BENTO_UID, BENTO_UID)
+    except PermissionError:
         version_dir.chmod(0o777)
+        for path in private:
+            path.chmod(0o644)
     return f"{version_dir.parent}:{DATA_MOUNT}"
 
 

@@ -22,14 +22,15 @@ def _log_path(record: Record) -> Path:
     return config.deployment_dir(record.name, record.version) / "server.log"
 
 
-def _startup_failed(log: Path) -> bool:
-    # BentoML keeps the arbiter alive when a worker's startup fails; the log says so at once.
-    return STARTUP_FAILED in _process.tail(log, 40)
+def _startup_failed(log: Path, offset: int) -> bool:
+    # BentoML keeps the arbiter alive when a worker's startup fails; the log says so at once. Only what this
+    # start wrote counts: the log is appended to, and an earlier failed start must not fail the next one.
+    return STARTUP_FAILED in _process.read_since(log, offset)
 
 
-def _cause(log: Path) -> str:
+def _cause(log: Path, offset: int) -> str:
     """The most telling line of a failed start: nbdeploy's own refusal, else the last exception."""
-    lines = _process.tail(log, 200).splitlines()
+    lines = _process.read_since(log, offset).splitlines()[-200:]
     for line in lines:
         if line.startswith("nbdeploy: "):
             return line.removeprefix("nbdeploy: ")
@@ -54,18 +55,20 @@ class LocalTarget:
             "BENTOML_HOME": str(config.home() / "bentoml"),
             **service_env(record, str(log.parent.parent)),
         }
+        offset = log.stat().st_size if log.exists() else 0
         pid = _process.spawn(cmd, log, env, cwd=log.parent)
         url = f"http://127.0.0.1:{port}"
+        alive, failed = (lambda: _process.started_alive(pid)), (lambda: _startup_failed(log, offset))
         try:
-            ready = wait_ready(url, lambda: _process.started_alive(pid), READY_DEADLINE_S, lambda: _startup_failed(log))
+            ready = wait_ready(url, alive, READY_DEADLINE_S, failed)
         except BaseException:  # interrupted: leave no orphan behind
             _process.stop_group(pid, bento_path)
             raise
         if not ready:
             _process.stop_group(pid, bento_path)
             raise TargetError(
-                f"the service for '{record.name}' v{record.version} did not start: {_cause(log)}",
-                hint="server log:\n" + _process.tail(log, 30),
+                f"the service for '{record.name}' v{record.version} did not start: {_cause(log, offset)}",
+                hint="server log:\n" + "\n".join(_process.read_since(log, offset).splitlines()[-30:]),
             )
         return Running(url=url, port=port, pid=pid)
 
@@ -76,7 +79,7 @@ class LocalTarget:
         """Called for versions the registry holds as running: a dead process means it crashed."""
         if not self._alive(record):
             return "failed"
-        return "running" if record.url and is_ready(record.url) else "unhealthy"
+        return "running" if record.url and is_ready(record.url) else "degraded"
 
     def logs(self, record: Record, lines: int = 200) -> str:
         return _process.tail(_log_path(record), lines)

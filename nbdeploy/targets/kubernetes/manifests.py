@@ -42,14 +42,14 @@ DEFAULT_RESOURCES: dict[str, dict[str, str]] = {
 }
 DEFAULT_CPU_TARGET = 70  # percent of the CPU request, the HPA's target
 STARTUP_DEADLINE_S = 120  # as the container target's READY_DEADLINE_S
-_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
-_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")  # fullmatch: "$" would let a trailing newline through
+_HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
 def by_digest(repository: str, digest: str) -> str:
     """``repository@sha256:...`` (a tag on ``repository`` is dropped: the digest names the image)."""
     digest = digest if digest.startswith("sha256:") else f"sha256:{digest}"
-    if not _DIGEST.match(digest):
+    if not _DIGEST.fullmatch(digest):
         raise TargetError(f"not an image digest: {digest!r}", hint="expected sha256: and 64 hex digits")
     repository = repository.split("@", 1)[0]
     last = repository.rsplit("/", 1)[-1]
@@ -145,7 +145,7 @@ def _env(record: Record, auth: bool) -> list[dict[str, str]]:
 
 
 def _secret_data(hashes: list[str]) -> str:
-    bad = [h for h in hashes if not isinstance(h, str) or not _HEX64.match(h)]
+    bad = [h for h in hashes if not isinstance(h, str) or not _HEX64.fullmatch(h)]
     if bad or not hashes:
         raise TargetError(
             "the Secret must hold sha256 hashes of API keys only",
