@@ -86,10 +86,11 @@ def _export(args: argparse.Namespace) -> int:
 def _export_edge(args: argparse.Namespace) -> int:
     bundle = _api.get(args.name, args.version).export_edge(args.path, quantize=args.quantize)
     sys.stdout.write(f"{bundle.path} ({bundle.size_bytes} bytes, max |difference| {bundle.max_difference:.3g})\n")
+    sys.stdout.write(bundle.instructions + "\n")  # with the manifest's sha256: the bundle cannot vouch for itself
     if args.image:
         from .edge import build_image
 
-        image = build_image(bundle.path, args.image, engine=args.engine)
+        image = build_image(bundle.path, args.image, engine=args.engine, manifest_sha256=bundle.manifest_sha256)
         sys.stdout.write(f"{image.tag} {image.image_id[:12]} ({image.size_bytes} bytes)\n")
     return 0
 

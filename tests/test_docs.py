@@ -358,6 +358,8 @@ _MESSAGES = textwrap.dedent(
         "400 integer": [{**row, "tenure": 2.5}],
         "400 category": [{**row, "plan": "gold"}],
         "400 null": [{**row, "monthly": None}],
+        "400 infinite": [{**row, "monthly": float("inf")}],
+        "400 too wide": {"columns": [*row, "plan"], "data": [[*row.values(), "basic"]]},
     }.items():
         try:
             to_model_input(inputs, schema)
@@ -378,7 +380,7 @@ def test_troubleshooting_quotes_the_real_messages(tmp_path):
         left = _kill_all_under(tmp_path / "home")
     assert proc.returncode == 0 and not left, proc.stderr[-3000:]
     messages = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert len(messages) == 17, sorted(messages)
+    assert len(messages) == 19, sorted(messages)
     page = (ROOT / "docs" / "troubleshooting.md").read_text()
     # Messages that need a running service are quoted from the committed notebooks (nbval keeps those real).
     notebooks = "\n".join(_text(nbformat.read(p, as_version=4)) for p in NOTEBOOKS)

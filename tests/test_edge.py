@@ -23,7 +23,7 @@ from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardSc
 
 import nbdeploy
 from nbdeploy.client import payload
-from nbdeploy.edge import ATOL, RTOL
+from nbdeploy.edge import ATOL, RTOL, EdgeBundle
 from nbdeploy.edge.server import EdgeModel
 from nbdeploy.targets import _process
 
@@ -34,8 +34,8 @@ NUMERIC = ["tenure", "monthly", "support_calls"]
 FORBIDDEN = {"sklearn", "pandas", "bentoml", "cloudpickle", "nbdeploy", "skl2onnx", "lightgbm", "xgboost"}
 
 
-@pytest.fixture(scope="module")
-def data() -> tuple[pd.DataFrame, pd.Series]:
+def churn() -> tuple[pd.DataFrame, pd.Series]:
+    """1000 customers and whether they left (also the data of test_edge_hardening)."""
     rng = np.random.default_rng(7)
     n = 1000
     X = pd.DataFrame(
@@ -49,6 +49,11 @@ def data() -> tuple[pd.DataFrame, pd.Series]:
     )
     y = (X.support_calls > 2) & (X.tenure < 24) | (X.monthly > 95) | (X.plan == "pro") & (X.region == "east")
     return X, y.astype(int)
+
+
+@pytest.fixture(scope="module")
+def data() -> tuple[pd.DataFrame, pd.Series]:
+    return churn()
 
 
 def _columns() -> ColumnTransformer:
@@ -90,6 +95,8 @@ def test_export_passes_parity_on_1000_rows(kind, data, tmp_path):
     names = {p.name for p in bundle.path.iterdir()}
     assert {"model.onnx", "schema.json", "manifest.json", "server.py", "requirements.txt"} <= names
     manifest = json.loads((bundle.path / "manifest.json").read_text())
+    assert bundle.manifest_sha256 == hashlib.sha256((bundle.path / "manifest.json").read_bytes()).hexdigest()
+    assert bundle.manifest_sha256 in bundle.instructions
     for name, digest in manifest["files"].items():
         assert hashlib.sha256((bundle.path / name).read_bytes()).hexdigest() == digest
     assert manifest["parity"]["rtol"] == RTOL and manifest["parity"]["atol"] == ATOL
@@ -224,18 +231,20 @@ def onnx_only_python(tmp_path_factory: pytest.TempPathFactory) -> str:
     return python
 
 
-def _serve(python: str, bundle: Path, env: dict[str, str]) -> tuple[int, str]:
+def _serve(python: str, bundle: EdgeBundle, env: dict[str, str]) -> tuple[int, str]:
+    """Start the bundle's server as a deployment does (-I, the manifest sha256 from the export); wait for it."""
     port = _process.free_port()
-    log = bundle.parent / "server.log"
-    cmd = [python, str(bundle / "server.py"), "--port", str(port)]
-    pid = _process.spawn(cmd, log, {"PATH": os.environ["PATH"], **env}, cwd=bundle.parent)
+    log = bundle.path.parent / "server.log"
+    cmd = [python, "-I", str(bundle.path / "server.py"), "--port", str(port)]
+    env = {"PATH": os.environ["PATH"], "NBDEPLOY_MANIFEST_SHA256": bundle.manifest_sha256, **env}
+    pid = _process.spawn(cmd, log, env, cwd=bundle.path.parent)
     url = f"http://127.0.0.1:{port}"
     from nbdeploy.targets.base import wait_ready
 
     try:
-        assert wait_ready(url, lambda: _process.is_alive(pid, str(bundle)), 60), _process.tail(log, 30)
+        assert wait_ready(url, lambda: _process.is_alive(pid, str(bundle.path)), 60), _process.tail(log, 30)
     except BaseException:
-        _process.stop_group(pid, str(bundle))
+        _process.stop_group(pid, str(bundle.path))
         raise
     return pid, url
 
@@ -247,7 +256,7 @@ def test_bundle_serves_over_http_without_scikit_learn(data, tmp_path, onnx_only_
     key = "nbd_test-key"
     keys_file = tmp_path / "keys.json"
     keys_file.write_text(json.dumps({"sha256": [hashlib.sha256(key.encode()).hexdigest()]}))
-    pid, url = _serve(onnx_only_python, bundle.path, {"NBDEPLOY_KEYS_FILE": str(keys_file)})
+    pid, url = _serve(onnx_only_python, bundle, {"NBDEPLOY_KEYS_FILE": str(keys_file)})
     try:
         headers = {"authorization": f"Bearer {key}"}
         with httpx.Client(trust_env=False, timeout=30) as http:
@@ -286,6 +295,8 @@ def test_edge_target_deploys_with_the_same_handle(data, stop_after, monkeypatch,
     assert "serving" in dep.logs()
     info = dep.info()
     assert info["edge"]["max_abs_difference"] < 1e-3 and Path(info["edge"]["bundle"], "model.onnx").exists()
+    manifest = Path(info["edge"]["bundle"], "manifest.json").read_bytes()
+    assert info["edge"]["manifest_sha256"] == hashlib.sha256(manifest).hexdigest()
     from nbdeploy import cli
 
     assert cli.main(["export-edge", "edge-churn", str(tmp_path / "cli.edge")]) == 0
@@ -337,7 +348,8 @@ def test_container_image_serves_the_bundle(data, tmp_path):
     (tmp_path / "keys.json").write_text(json.dumps({"sha256": [hashlib.sha256(key.encode()).hexdigest()]}))
     (tmp_path / "keys.json").chmod(0o644)
     try:
-        image = build_image(bundle.path, tag, engine=engine.name)
+        image = build_image(bundle.path, tag, engine=engine.name, manifest_sha256=bundle.manifest_sha256)
+        assert image.manifest_sha256 == bundle.manifest_sha256
         base_size = int(engine.run(["image", "inspect", "--format", "{{.Size}}", _baseimage.configured()]).stdout)
         print(f"edge image {image.size_bytes} bytes on a base of {base_size} bytes")
         port = _process.free_port()

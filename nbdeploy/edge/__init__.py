@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
-from .export import ATOL, RTOL, EdgeBundle, export_edge
+from .export import ATOL, RTOL, BundleIntegrityError, EdgeBundle, export_edge, verify_bundle
 from .image import EdgeImage, build_image
 
-__all__ = ["ATOL", "RTOL", "EdgeBundle", "EdgeImage", "build_image", "export_edge"]
+__all__ = [
+    "ATOL",
+    "RTOL",
+    "BundleIntegrityError",
+    "EdgeBundle",
+    "EdgeImage",
+    "build_image",
+    "export_edge",
+    "verify_bundle",
+]

@@ -3,10 +3,14 @@
 The bundle is checked before it is handed over: its own server code predicts the sample and must
 agree with the session (classes exactly; probabilities and regression values within a tolerance,
 since ONNX's tree and linear operators compute in float32 where scikit-learn uses float64).
+
+The manifest lists every file's sha256, and the manifest's own sha256 (``EdgeBundle.manifest_sha256``) is
+the trust anchor: kept outside the bundle, given to its server at start, and to ``verify_bundle``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import tempfile
@@ -20,7 +24,7 @@ import numpy as np
 from ..capture.schema import as_frame, infer_schema
 from ..errors import EdgeExportError
 from .convert import TARGET_OPSET, to_onnx
-from .server import EdgeModel, InputError, sha256_file
+from .server import EdgeModel, InputError, IntegrityError, read_bundle, sha256_file
 
 FORMAT = "nbdeploy-edge/1"
 #: |onnx - session| <= ATOL + RTOL * |session| for probabilities and regression values (float32 arithmetic).
@@ -44,6 +48,44 @@ class EdgeBundle:
     max_difference: float
     quantized: bool
     manifest: dict[str, Any] = field(repr=False)
+    #: sha256 of manifest.json, which lists every other file's: keep it outside the bundle, pass it to the server.
+    manifest_sha256: str = ""
+
+    @property
+    def instructions(self) -> str:
+        """How to serve the bundle elsewhere, with the hash its server needs to start."""
+        return (
+            f"Serve it where onnxruntime and numpy are installed (pip install -r {self.path}/requirements.txt):\n"
+            f"  NBDEPLOY_MANIFEST_SHA256={self.manifest_sha256} NBDEPLOY_KEYS_FILE=keys.json \\\n"
+            f"    python -I {self.path}/server.py --host 0.0.0.0 --port 8080\n"
+            "The server refuses to start without that sha256 of manifest.json, or when the bundle differs from it.\n"
+            "Keep the hash outside the bundle (deploy config, secret store); check a copy of the bundle with\n"
+            f"  nbdeploy.edge.verify_bundle(path, '{self.manifest_sha256}')"
+        )
+
+
+class BundleIntegrityError(EdgeExportError):
+    """An edge bundle differs from the one exported: its manifest, or a file the manifest lists."""
+
+
+def verify_bundle(path: str | Path, manifest_sha256: str) -> dict[str, Any]:
+    """Check a copied or imported bundle against the manifest sha256 kept from its export; return the manifest.
+
+    Raises ``BundleIntegrityError`` naming the file that differs, or a file the manifest does not list.
+    """
+    root = Path(path)
+    if not manifest_sha256:
+        raise BundleIntegrityError("no manifest sha256 to check against", hint="pass the one export_edge returned")
+    hint = "use the bundle exactly as exported (export it again), or check where this copy came from"
+    try:
+        manifest, _ = read_bundle(root, manifest_sha256)
+    except IntegrityError as exc:
+        raise BundleIntegrityError(f"{root}: {exc}", hint=hint) from None
+    listed = {*manifest["files"], "manifest.json"}
+    extra = sorted(p.name for p in root.iterdir() if p.name not in listed)
+    if extra:
+        raise BundleIntegrityError(f"{root}: {extra[0]} is in the bundle but not in its manifest", hint=hint)
+    return manifest
 
 
 def _last_step(obj: Any) -> str:
@@ -109,10 +151,13 @@ def _quantize(onx: Any, src: Path, dst: Path, where: str) -> None:
     quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8)
 
 
-def _write_manifest(root: Path, manifest: dict[str, Any]) -> None:
+def _write_manifest(root: Path, manifest: dict[str, Any]) -> str:
+    """Write manifest.json with every other file's sha256; return its own (of the bytes written, not re-read)."""
     files = sorted(p.name for p in root.iterdir() if p.is_file() and p.name != "manifest.json")
     manifest["files"] = {name: sha256_file(root / name) for name in files}
-    (root / "manifest.json").write_text(json.dumps(manifest, indent=1, default=str))
+    raw = json.dumps(manifest, indent=1, default=str).encode()
+    (root / "manifest.json").write_bytes(raw)
+    return hashlib.sha256(raw).hexdigest()
 
 
 def _place(tmp: Path, path: Path) -> None:
@@ -187,11 +232,11 @@ def export_edge(
         _write_manifest(tmp, manifest)
         agreement = QUANTIZED_AGREEMENT if quantize else 1.0
         manifest["parity"] = _parity(obj, EdgeModel(tmp), data, rtol, atol, agreement)
-        _write_manifest(tmp, manifest)
+        digest = _write_manifest(tmp, manifest)
         _place(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     size = sum(p.stat().st_size for p in path.iterdir() if p.is_file())
     parity = manifest["parity"]
-    return EdgeBundle(path, size, parity["rows"], parity["max_abs_difference"], bool(quantize), manifest)
+    return EdgeBundle(path, size, parity["rows"], parity["max_abs_difference"], bool(quantize), manifest, digest)

@@ -1,4 +1,7 @@
-"""A container image of an edge bundle, on nbdeploy's local Python base image: the bundle plus onnxruntime."""
+"""A container image of an edge bundle, on nbdeploy's local Python base image: the bundle plus onnxruntime.
+
+The image carries the manifest's sha256 in its command, so the server inside checks the bundle at every start.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +10,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ..errors import EdgeExportError
 
@@ -20,7 +24,7 @@ RUN uv pip install --system --no-cache -r /bundle/requirements.txt \\
 LABEL {labels}
 USER 1034
 EXPOSE {port}
-ENTRYPOINT ["python3", "/bundle/server.py", "--host", "0.0.0.0", "--port", "{port}"]
+ENTRYPOINT ["python3", "-I", "/bundle/server.py", "--host", "0.0.0.0", "--port", "{port}", "--manifest-sha256", "{sha}"]
 """
 
 
@@ -30,36 +34,56 @@ class EdgeImage:
     image_id: str
     size_bytes: int
     engine: str
+    manifest_sha256: str = ""
 
 
 def build_image(
-    bundle: str | Path, tag: str, *, engine: str | None = None, base_image: str | None = None, timeout_s: float = 900
+    bundle: str | Path,
+    tag: str,
+    *,
+    manifest_sha256: str | None = None,
+    engine: str | None = None,
+    base_image: str | None = None,
+    timeout_s: float = 900,
 ) -> EdgeImage:
-    """Build ``tag`` from the bundle at ``bundle`` on the base image (``nbdeploy base-image build`` makes it)."""
+    """Build ``tag`` from the bundle at ``bundle`` on the base image (``nbdeploy base-image build`` makes it).
+
+    ``manifest_sha256`` (``EdgeBundle.manifest_sha256``) pins the bundle exported: a bundle changed since is
+    refused here, and the image's server checks it again at every start. Without it, the bundle as it is now
+    is pinned (its files must still match its manifest).
+    """
     from ..targets import _baseimage
     from ..targets._engine import find_engine
+    from .export import sha256_file, verify_bundle
 
     bundle = Path(bundle)
-    manifest_path = bundle / "manifest.json"
-    if not manifest_path.exists():
+    if not (bundle / "manifest.json").exists():
         raise EdgeExportError(f"{bundle} is not an edge bundle (no manifest.json)", hint="make one with export_edge")
-    manifest = json.loads(manifest_path.read_text())
+    expected = manifest_sha256 or sha256_file(bundle / "manifest.json")
     eng = find_engine(engine)
     base = _baseimage.resolve(eng, _baseimage.configured(base_image))
+    with tempfile.TemporaryDirectory(prefix="nbdeploy-edge-image-") as tmp:
+        ctx = Path(tmp)
+        (ctx / "bundle").mkdir()
+        listed = json.loads((bundle / "manifest.json").read_bytes()).get("files") or {}
+        for name in ["manifest.json", *listed]:  # only what the manifest vouches for, checked once copied
+            if Path(name).name == name and (bundle / name).is_file():
+                shutil.copy2(bundle / name, ctx / "bundle" / name)
+        manifest = verify_bundle(ctx / "bundle", expected)
+        (ctx / "Containerfile").write_text(_containerfile(base, manifest, expected))
+        eng.run(["build", "-t", tag, "-f", str(ctx / "Containerfile"), str(ctx)], timeout=timeout_s)
+    image_id = eng.image_id(tag) or ""
+    size = eng.run(["image", "inspect", "--format", "{{.Size}}", tag]).stdout.strip()
+    return EdgeImage(tag, image_id, int(size or 0), eng.name, expected)
+
+
+def _containerfile(base: str, manifest: dict[str, Any], sha: str) -> str:
     lineage = manifest.get("lineage") or {}
     labels = {
         "nbdeploy.edge": manifest["format"],
         "nbdeploy.edge.model-sha256": manifest["files"]["model.onnx"],
+        "nbdeploy.edge.manifest-sha256": sha,
         **{f"nbdeploy.{k}": str(lineage[k]) for k in ("python", "user", "created_at") if lineage.get(k)},
     }
-    with tempfile.TemporaryDirectory(prefix="nbdeploy-edge-image-") as tmp:
-        ctx = Path(tmp)
-        shutil.copytree(bundle, ctx / "bundle", ignore=shutil.ignore_patterns("__pycache__", "*.log"))
-        text = CONTAINERFILE.format(
-            base=base, port=PORT, labels=" ".join(f"{k}={json.dumps(v)}" for k, v in labels.items())
-        )
-        (ctx / "Containerfile").write_text(text)
-        eng.run(["build", "-t", tag, "-f", str(ctx / "Containerfile"), str(ctx)], timeout=timeout_s)
-    image_id = eng.image_id(tag) or ""
-    size = eng.run(["image", "inspect", "--format", "{{.Size}}", tag]).stdout.strip()
-    return EdgeImage(tag, image_id, int(size or 0), eng.name)
+    text = " ".join(f"{k}={json.dumps(v)}" for k, v in labels.items())
+    return CONTAINERFILE.format(base=base, port=PORT, labels=text, sha=sha)

@@ -4,6 +4,9 @@ The bundle is exported from the bento's artifact and checked against the deploy-
 sample, then ``server.py`` runs as a background process on 127.0.0.1 (its own process group,
 tracked by PID). ``NBDEPLOY_EDGE_PYTHON`` picks the interpreter (default: this one); it needs only
 onnxruntime and numpy.
+
+The sha256 of the bundle's manifest is recorded at export (``info["edge"]["manifest_sha256"]``) and given to
+the server on every start, from the record, never from the bundle: a bundle changed on disk does not start.
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ def export_record(record: Record, path: str | Path, quantize: bool = False) -> A
     if reference is None or not record.bento_path:
         raise TargetError(f"'{record.name}' v{record.version} has no bento or reference sample to export from")
     artifact = Path(record.bento_path) / "src" / "artifact"
-    obj = load_model(artifact, read_meta(artifact))
+    obj = load_model(artifact, read_meta(artifact), expected=record.info.get("sha256"))
     data = reference[0]
     schema = record.info.get("schema")
     if schema and schema.get("kind") == "ndarray":
@@ -65,18 +68,21 @@ class EdgeTarget:
     def deploy(self, record: Record, bento_path: str, port: int | None = None) -> Running:
         server = _server(record)
         info: dict[str, Any] = {}
-        if not server.exists():  # a rollback serves the bundle made at deploy
+        expected = (record.info.get("edge") or {}).get("manifest_sha256")
+        if not server.exists() or not expected:  # a rollback serves the bundle made at deploy, as recorded then
             made = export_record(replace(record, bento_path=bento_path), server.parent)
+            expected = made.manifest_sha256
             info = {"edge": {"bundle": str(made.path), "size_bytes": made.size_bytes}}
-            info["edge"]["max_abs_difference"] = made.max_difference
+            info["edge"].update(max_abs_difference=made.max_difference, manifest_sha256=expected)
         if port is None:
             port = _process.free_port()
         else:
             _process.check_port(port)
         log = _dir(record) / "server.log"
         python = os.environ.get("NBDEPLOY_EDGE_PYTHON") or sys.executable
-        cmd = [python, str(server), "--host", "127.0.0.1", "--port", str(port)]
-        env = {**os.environ, **service_env(record, str(log.parent.parent))}
+        # -I: files put beside server.py cannot shadow the modules it imports
+        cmd = [python, "-I", str(server), "--host", "127.0.0.1", "--port", str(port)]
+        env = {**os.environ, **service_env(record, str(log.parent.parent)), "NBDEPLOY_MANIFEST_SHA256": expected}
         pid = _process.spawn(cmd, log, env, cwd=server.parent)
         url = f"http://127.0.0.1:{port}"
         try:
@@ -95,7 +101,7 @@ class EdgeTarget:
     def status(self, record: Record) -> str:
         if not _process.is_alive(record.pid, str(_server(record))):
             return "failed"
-        return "running" if record.url and is_ready(record.url) else "unhealthy"
+        return "running" if record.url and is_ready(record.url) else "degraded"
 
     def logs(self, record: Record, lines: int = 200) -> str:
         return _process.tail(_dir(record) / "server.log", lines)
