@@ -191,15 +191,17 @@ class ContainerTarget:
 def _data_volume(record: Record) -> str:
     """``deployments/NAME`` (keys.json, vN/) mounted where ``service_env`` says, for the image's user alone.
 
-    As root, vN/ and keys.json are handed to that user (uid 1034), owner-only. Rootless, the host user cannot give
-    them away: vN/ is opened to all and keys.json made readable, inside an NBDEPLOY_HOME that stays 0700.
+    As root, the name's folder, vN/, keys.json and the salt are handed to that user (uid 1034), owner-only. Rootless,
+    the host user cannot give them away: they are opened to others, inside an NBDEPLOY_HOME that stays 0700.
     """
     version_dir = _dir(record)
-    private = [f for f in (version_dir.parent / "keys.json", version_dir.parent / "redact.salt") if f.exists()]
+    name_dir = version_dir.parent
+    private = [f for f in (name_dir / "keys.json", name_dir / "redact.salt") if f.exists()]
     try:
-        for path in (version_dir, *private):
+        for path in (name_dir, version_dir, *private):
             os.chown(path, BENTO_UID, BENTO_UID)
     except PermissionError:
+        name_dir.chmod(0o755)
         version_dir.chmod(0o777)
         for path in private:
             path.chmod(0o644)
