@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +20,13 @@ MAX_LABEL_CHARS = 1000
 
 
 class Answered:
-    """Ids of answered requests and their row counts: recent ones in memory, older ones from the request log."""
+    """Ids of answered requests and their row counts: the latest few in memory (the log commits them a moment
+    later), the rest from the request log. A small memory, so serving many requests does not grow the worker."""
 
-    def __init__(self, log_path: Path | None, kept: int = 100_000) -> None:
+    def __init__(self, log_path: Path | None, kept: int = 4096, flush: Callable[[], object] = lambda: None) -> None:
         self.log_path = log_path
         self.kept = kept
+        self.flush = flush
         self._recent: OrderedDict[str, int] = OrderedDict()
 
     def remember(self, request_id: str, rows: int) -> None:
@@ -35,6 +38,13 @@ class Answered:
         """Rows of an answered (200) request, or None if this service never answered it."""
         if request_id in self._recent:
             return self._recent[request_id]
+        found = self._logged(request_id)
+        if found is None and self.log_path is not None:
+            self.flush()  # answered a moment ago, still in the recorder's queue
+            found = self._logged(request_id)
+        return found
+
+    def _logged(self, request_id: str) -> int | None:
         if self.log_path is None or not self.log_path.exists():
             return None
         con = connect(self.log_path, readonly=True)

@@ -40,7 +40,7 @@ RECYCLE_AFTER_S = float(os.environ.get("NBDEPLOY_RECYCLE_AFTER_S") or 1.5 * TIME
 MAX_ROWS = int(os.environ.get("NBDEPLOY_MAX_ROWS", "200000"))
 MAX_BODY_BYTES = int(os.environ.get("NBDEPLOY_MAX_BODY_BYTES", str(128 * 1024 * 1024)))
 #: Answered requests remembered for /feedback (id -> rows); older ones are looked up in the request log.
-ANSWERED_KEPT = 100_000
+ANSWERED_KEPT = 4096
 MAX_FEEDBACK_ITEMS = 10_000
 BATCH_ROWS = int(os.environ.get("NBDEPLOY_BATCH_ROWS", "2048"))
 # Off by default: BentoML's access log writes a line per request (a tenth of a one-row request's CPU here);
@@ -95,7 +95,7 @@ class NbdeployService:
         # batch-mates only for models shown row-independent at capture; others run one request a call
         self.batcher = Batcher(self.predictor.run, max_rows=BATCH_ROWS if self.predictor.batchable else 0)
         self.recorder = Recorder(DATA_DIR, SAMPLE_RATE, RETENTION_S, redactor=Redactor.from_environment())
-        self.answered = feedback.Answered(self.recorder.path, ANSWERED_KEPT)
+        self.answered = feedback.Answered(self.recorder.path, ANSWERED_KEPT, lambda: self.recorder.flush(2.0))
         self.frame_limits = frames.Limits(MAX_ROWS, self.predictor.width, MAX_BODY_BYTES)
         self.watchdog = Watchdog(
             lambda: self.batcher.busy_since, TIMEOUT_S, RECYCLE_AFTER_S, lambda: self.recorder.flush(1.0)
