@@ -1,38 +1,108 @@
-"""Refuse to capture credentials: keys in globals, closures, defaults, attributes, or the pickled bytes.
+"""Refuse to capture credentials: keys in globals, closures, defaults, attributes, data, or the pickled bytes.
 
-Two views, because each misses what the other sees: the named strings reachable from the object
-(so the error can name the variable), and the serialised bytes (anything that travels, by pattern
-or by being the value of a secret-looking environment variable).
+Two views, because each misses what the other sees: the named strings reachable from the object (so the error
+can name the variable), and every string the pickle holds plus the text in its byte strings (numpy unicode
+arrays are UTF-32 there), found by walking the pickle's opcodes rather than by regular expressions over megabytes.
+Rules: detect-secrets' maintained detectors (key shapes; its keyword list judging a synthetic ``name = "value"``
+line; base64 entropy) beside a few of ours for shapes it lacks. Data (numpy/pandas values, dict keys, long lists)
+is judged by shape only: e-mails, ids, hex digests (data versions) and uuids (run ids) are data, not secrets,
+unless a variable named like a secret holds them (some providers issue uuid or hex keys).
 """
 
 from __future__ import annotations
 
+import functools
+import importlib
 import math
 import os
+import pickletools
 import re
+import sys
 import types
-from collections import Counter
-from collections.abc import Iterator
+from collections import Counter, deque
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from itertools import islice
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 from ..errors import SecretFoundError
 
-#: Well-known credential shapes (provider prefixes and key headers).
+
+def _word(prefix: str, n: int) -> str:
+    """``prefix`` (``n`` characters) starting a word; written so the regex engine can search for it fast."""
+    return f"(?:{prefix})(?<!\\w.{{{n}}})"
+
+
+#: Our shapes, checked before detect-secrets' (whose Stripe rule is live-only, whose OpenAI rule needs a
+#: marker newer keys lack, and which has no Hugging Face, Google or bare npm rule).
 PATTERNS: dict[str, re.Pattern[str]] = {
-    "AWS access key": re.compile(r"\b(AKIA|ASIA)[0-9A-Z]{16}\b"),
-    "GitHub token": re.compile(r"\b(ghp|gho|ghu|ghs|ghr)_[A-Za-z0-9]{36}\b|\bgithub_pat_[A-Za-z0-9_]{60,}"),
-    "Slack token": re.compile(r"\bxox[abposr]-[A-Za-z0-9-]{10,}"),
-    "OpenAI-style key": re.compile(r"\bsk-(proj-)?[A-Za-z0-9_-]{20,}"),
-    "Google API key": re.compile(r"\bAIza[0-9A-Za-z_-]{35}\b"),
-    "Stripe key": re.compile(r"\b(sk|rk)_(live|test)_[0-9A-Za-z]{16,}"),
-    "private key": re.compile(r"-----BEGIN (RSA |EC |OPENSSH |DSA |PGP )?PRIVATE KEY( BLOCK)?-----"),
-    "JWT": re.compile(r"\beyJ[A-Za-z0-9_-]{10,}\.eyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}"),
+    "AWS access key": re.compile(_word("AKIA|ASIA", 4) + r"[0-9A-Z]{16}\b"),
+    "GitHub token": re.compile(_word("gh[pousr]_", 4) + r"[A-Za-z0-9]{36}\b|" + _word("github_pat_", 11) + r"\w{60,}"),
+    "Slack token": re.compile(_word("xox[abposr]-", 5) + r"[A-Za-z0-9-]{10,}"),
+    "OpenAI-style key": re.compile(_word("sk-", 3) + r"[A-Za-z0-9_-]{20,}"),
+    "Google API key": re.compile(_word("AIza", 4) + r"[0-9A-Za-z_-]{35}\b"),
+    "Stripe key": re.compile(_word("[sr]k_(?:live|test)_", 8) + r"[0-9A-Za-z]{16,}"),
+    "private key": re.compile(r"-----BEGIN (RSA |EC |OPENSSH |DSA |PGP |ENCRYPTED )?PRIVATE KEY( BLOCK)?-----"),
+    "JWT": re.compile(_word("eyJ", 3) + r"[A-Za-z0-9_-]{10,}\.eyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}"),
+    "Hugging Face token": re.compile(_word("hf_", 3) + r"[A-Za-z0-9]{30,}\b"),
+    "npm token": re.compile(_word("npm_", 4) + r"[A-Za-z0-9]{36}\b"),
+    "Databricks token": re.compile(_word("dapi", 4) + r"[0-9a-f]{32}(-\d)?\b"),
+    "Google OAuth client secret": re.compile(_word("GOCSPX-", 7) + r"[A-Za-z0-9_-]{28}"),
+    "Artifactory API key": re.compile(_word("AKCp", 4) + r"[A-Za-z0-9]{10,}"),
 }
-SECRET_NAME = re.compile(
-    r"(pass(word|wd)?|secret|token|api[_-]?key|apikey|access[_-]?key|private[_-]?key|credential|auth)", re.I
+#: Prefixes that words share ("sk-learn-..."): the match must look random too.
+_RANDOM_BODY = frozenset({"OpenAI-style key", "Hugging Face token", "Artifactory API key"})
+#: detect-secrets detectors used. Left out: IPPublicDetector (addresses are data), ArtifactoryDetector
+#: (matches words: 'APEXLEGENDS'; ours above asks for AKCp), HexHighEntropyString (digests are data versions),
+#: BasicAuthDetector (misses 'redis://:pw@'; URLs are parsed below). Keyword and base64 rules need a name.
+_VALUE_SHAPES = (
+    "aws:AWSKeyDetector azure_storage_key:AzureStorageKeyDetector discord:DiscordBotTokenDetector "
+    "github_token:GitHubTokenDetector gitlab_token:GitLabTokenDetector jwt:JwtTokenDetector "
+    "mailchimp:MailchimpDetector npm:NpmDetector openai:OpenAIDetector private_key:PrivateKeyDetector "
+    "pypi_token:PypiTokenDetector sendgrid:SendGridDetector slack:SlackDetector square_oauth:SquareOAuthDetector "
+    "stripe:StripeDetector telegram_token:TelegramBotTokenDetector twilio:TwilioKeyDetector"
 )
-_MIN_LEN = 12
+_CONTEXT_SHAPES = (  # these need the variable's name in the line: ``ibm_api_key = "..."``
+    "aws:AWSKeyDetector cloudant:CloudantDetector ibm_cloud_iam:IbmCloudIamDetector "
+    "ibm_cos_hmac:IbmCosHmacDetector softlayer:SoftlayerDetector"
+)
+#: Every shape above holds a run of 16 key characters or one of these words: cheaper to look for first.
+_CANDIDATE = re.compile(r"[A-Za-z0-9_+/=-]{16,}|xox|eyJ|AKCp|PRIVATE KEY|PuTTY|_authToken")
+_HEX = re.compile(r"[0-9a-f-]+|[0-9A-F-]+")  # digests and uuids: no shape is single-case hex
+_SECRET_WORD = re.compile(  # whole words of a name, beside detect-secrets' keyword list
+    r"pw|pwd|pass|passw|passwd|passwords?|passphrase|secrets?|tokens?|creds?|credentials?|dsn|aws|auth|"
+    r"authorization|apikey|bearer|jwt|sas"
+)
+_SECRET_PHRASE = re.compile(
+    r"(api|access|secret|private|priv|auth|client|service|account|signing|encryption|master|app|storage|db|"
+    r"database|session|license|subscription)_?key"
+)
+_QUALIFIER = re.compile(  # a last word that makes the name about a credential, not one: aws_region, token_url
+    r"region|bucket|endpoint|url|uri|host|hostname|port|path|dir|file|filename|type|kind|mode|method|field|col|"
+    r"columns?|len|length|size|count|user|username|profile|header|version|expiry|expires|ttl|scope|format|provider|"
+    r"name|ids?|arn|role|prefix|suffix|env|var|scheme|algorithm|strategy|backend|policy|hint|label"
+)
+_NAME_PARTS = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|\d+")
+_AUTH_SCHEME = re.compile(r"^(bearer|basic|token|bot)\s+", re.I)
+_REGEX_LIKE = re.compile(r"\\[wdsbWDSB]|\(\?|\[[^\]]+\][*+?{]")
+_PATH_PART = re.compile(r"(?:[A-Z]?[a-z]{2,}|[A-Za-z]\d+|[a-z0-9]+|[._~@-])+")  # words: home, ChurnModel, v3, 2024
+_FILE_NAME = re.compile(r"[\w.-]+\.(csv|parquet|json|ya?ml|txt|pkl|joblib|onnx|pt|h5|npy|db|sqlite)")
+_IDENTIFIER = re.compile(r"[A-Z][A-Z0-9]*(_[A-Z0-9]+)+|[a-z]+\d*([_.-]([a-z]+\d*|\d+))+")  # CRM_API_KEY, eu-west-1
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]+")
+_URI = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://|arn:|urn:")  # an address, not a credential
+_ASSIGNMENT = re.compile(r"(?<![\w.-])([A-Za-z][\w.-]*)=([^;&\s,'\"]+)")
+_NOT_TEXT = bytes(b for b in range(256) if not (32 <= b < 127 or b in (0, 9, 10, 13)))
+_ASCII_RUN = re.compile(rb"[\t\n\r\x20-\x7e]{8,}")
+_SCALARS = (int, float, complex, bool, type(None), types.ModuleType, types.BuiltinFunctionType)
+_MIN_LEN = 8  # no credential shape is shorter
+_MAX_ITEMS = 10_000  # elements looked at per container, so a vocabulary cannot stall the traversal
+_MAX_ELEMENTS = 5_000  # values looked at per array or column (the pickled view sees all of them)
+_MAX_COLUMNS = 200
+_MAX_STRINGS = 200_000
+_MAX_TEXT = 100_000
+_SMALL = 16  # a longer list of strings is data (feature names, vocabulary), not a credential tuple
+_Memo = dict[tuple[str, str, bool], str | None]  # (name or "" for data, value, is data) -> rule, per scan
 
 
 @dataclass(frozen=True)
@@ -45,54 +115,228 @@ class Finding:
         return f"'{self.name}' ({self.where}) looks like a secret: {self.what}"
 
 
+@functools.cache
+def _plugins(specs: str) -> tuple[Any, ...]:
+    """detect-secrets' plugin objects, built once: importing them costs a tenth of a second."""
+    pairs = (spec.split(":") for spec in specs.split())
+    return tuple(getattr(importlib.import_module(f"detect_secrets.plugins.{m}"), c)() for m, c in pairs)
+
+
+def _heuristic() -> types.ModuleType:
+    return importlib.import_module("detect_secrets.filters.heuristic")
+
+
 def entropy(value: str) -> float:
     """Shannon entropy in bits per character: random keys score high, words and paths low."""
-    counts = Counter(value)
     n = len(value)
-    return -sum(c / n * math.log2(c / n) for c in counts.values())
+    return -sum(c / n * math.log2(c / n) for c in Counter(value).values())
 
 
-def _classify(name: str, value: str) -> str | None:
+def _placeholder(value: str) -> bool:
+    """A template, mask or format field stands where a credential would go: ``${PW}``, ``***``, ``%(pw)s``."""
+    h = _heuristic()
+    if h.is_templated_secret(value) or h.is_prefixed_with_dollar_sign(value) or "{" in value or "%s" in value:
+        return True
+    return "%(" in value or set(value) <= set("*xX.#-_•") or (value[0] == "[" and value[-1] == "]")
+
+
+def _shapes(text: str) -> Iterator[tuple[str, str]]:
+    """(rule, match) for each credential shape in ``text``: ours, detect-secrets', URLs with a password."""
     for label, pat in PATTERNS.items():
-        if pat.search(value):
-            return label
-    if SECRET_NAME.search(name) and len(value) >= _MIN_LEN and " " not in value and entropy(value) >= 3.0:
-        return f"{len(value)} random-looking characters in a variable named like a secret"
+        for m in pat.finditer(text):
+            if label not in _RANDOM_BODY or entropy(m.group()) >= min(math.log2(len(m.group())) - 0.6, 4.0):
+                yield label, m.group()
+    for plugin in _plugins(_VALUE_SHAPES):
+        for secret in plugin.analyze_string(text):
+            yield plugin.secret_type, secret
+    if "://" in text and "@" in text:
+        for m in _URL.finditer(text):
+            try:
+                password = urlsplit(m.group()).password
+            except ValueError:
+                continue
+            if password and not _placeholder(unquote(password)):
+                yield "a URL with a password", m.group()
+
+
+@functools.lru_cache(maxsize=4096)
+def _secret_name(name: str) -> bool:
+    """A name saying it holds a credential: our words (pw, creds, dsn...) unless qualified (aws_region), or
+    detect-secrets' keyword rule judging the line ``name = "..."`` (its id filter spares ``secret_id``)."""
+    parts = [p.lower() for p in _NAME_PARTS.findall(name)]
+    ours = any(map(_SECRET_WORD.fullmatch, parts)) or _SECRET_PHRASE.search("_".join(parts))
+    if ours and not _QUALIFIER.fullmatch(parts[-1]):
+        return True
+    line = f'{name} = "placeholder"'
+    kw = _plugins("keyword:KeywordDetector")[0]
+    return any(not _heuristic().is_likely_id_string(s, line, kw) for s in kw.analyze_string(line))
+
+
+def _assignment(value: str) -> str | None:
+    """A credential inside a connection string or query: ``...;AccountKey=...``, ``password=...``, ``sig=...``."""
+    for m in islice(_ASSIGNMENT.finditer(value), 64):
+        key, val = m.groups()
+        if len(val) < 4 or val.lower() in ("true", "false", "none", "null") or _placeholder(val):
+            continue
+        if key.lower() in ("sig", "signature", "sharedaccesssignature") or _secret_name(key):
+            return f"a '{key}=' value inside a connection string"
     return None
 
 
-def _named_strings(obj: Any, limit: int = 20000) -> Iterator[tuple[str, str, str]]:
-    """(name, where, value) for strings reachable from ``obj`` that would be pickled with it."""
-    todo: list[tuple[Any, str, str]] = [(obj, "the model", "the model")]
+def _path_like(value: str) -> bool:
+    """A file path made of words (/Users/Me/ChurnModel/v3), not a random key that happens to hold '/'."""
+    parts = re.split(r"[/\\]", value)
+    if parts[0] in ("", "~", ".", "..") or re.fullmatch(r"[A-Za-z]:", parts[0]):
+        parts = parts[1:]
+    words = [p for p in parts if p]
+    return bool(_FILE_NAME.fullmatch(value)) or (len(words) >= 2 and all(map(_PATH_PART.fullmatch, words)))
+
+
+def _plausible(value: str) -> bool:
+    """A password or key; not a word, identifier, path, URL, regular expression, template or number."""
+    if not _MIN_LEN <= len(value) <= 4096 or any(c.isspace() for c in value):
+        return False
+    h = _heuristic()
+    if _path_like(value) or _URI.match(value) or _REGEX_LIKE.search(value) or _placeholder(value):
+        return False
+    if h.is_sequential_string(value) or h.is_not_alphanumeric_string(value) or _IDENTIFIER.fullmatch(value):
+        return False
+    bits = entropy(value)
+    if value.isalpha() and (value.islower() or value.isupper()) and bits < 3.2:
+        return False  # a word: "password", "credentials"
+    classes = sum(any(f(c) for c in value) for f in (str.islower, str.isupper, str.isdigit))
+    return bits >= min(3.0, math.log2(len(value)) - 0.5) - (0.4 if classes == 3 else 0.0)
+
+
+def _high_entropy(name: str, value: str) -> bool:
+    """detect-secrets' base64 entropy rule, whatever the name (a key pasted into ``blob``)."""
+    b64 = _plugins("high_entropy_strings:Base64HighEntropyString")[0]
+    for chunk in islice(value.split(), 64):
+        if len(chunk) < 20 or _path_like(chunk):
+            continue
+        for found in b64.analyze_string(f'{name} = "{chunk}"'):
+            if b64.calculate_shannon_entropy(found) > b64.entropy_limit:
+                return not _heuristic().is_sequential_string(found)
+    return False
+
+
+def _classify(name: str, value: str, data: bool) -> str | None:
+    """Which rule says ``value`` is a credential; data is judged by its shape alone."""
+    if len(value) < _MIN_LEN:
+        return None
+    keyish = _CANDIDATE.search(value)
+    if (keyish and not _HEX.fullmatch(value)) or ("://" in value and "@" in value):
+        for label, _ in _shapes(value):
+            return label
+    if "=" in value and (label := _assignment(value)):
+        return label
+    if data:
+        return None
+    bare = _AUTH_SCHEME.sub("", value.strip())
+    if _plausible(bare) and _secret_name(name):
+        return f"{len(bare)} random-looking characters in a variable named like a secret"
+    line = f'{name} = "{value}"'  # detect-secrets' detectors that read the name: ibm_cos_secret_key = "..."
+    for plugin in _plugins(_CONTEXT_SHAPES) if keyish else ():
+        if any(plugin.analyze_string(line)):
+            return plugin.secret_type
+    if _high_entropy(name, value):
+        return f"{len(value)} random-looking base64 characters"
+    return None
+
+
+def _distinct(values: Iterable[Any]) -> list[Any]:
+    """The distinct strings, and the objects (estimators in an object array), among the first values."""
+    head = list(islice(values, _MAX_ELEMENTS))
+    objects = [v for v in head if not isinstance(v, (str, bytes, *_SCALARS)) and type(v).__module__ != "numpy"]
+    return [*dict.fromkeys(v for v in head if isinstance(v, (str, bytes))), *objects]
+
+
+def _array_items(obj: Any) -> list[Any] | None:
+    """The first distinct values of a numpy array or pandas object (text only); None if it is neither."""
+    np, pd = sys.modules.get("numpy"), sys.modules.get("pandas")
+    if np is not None and isinstance(obj, np.ndarray):
+        return _distinct(obj.flat) if obj.dtype.kind in "OSU" else []
+    if pd is None:
+        return None
+    if isinstance(obj, pd.DataFrame):
+        text = [i for i, dt in enumerate(obj.dtypes) if dt.kind in "OSU" or isinstance(dt, pd.CategoricalDtype)]
+        parts = [obj.columns, obj.index, *(obj.iloc[:_MAX_ELEMENTS, i] for i in text[:_MAX_COLUMNS])]
+        return [v for part in parts for v in _array_items(part) or []]
+    if isinstance(obj, pd.MultiIndex):
+        return [v for level in obj.levels for v in _array_items(level) or []]
+    if isinstance(obj, (pd.Series, pd.Index, pd.Categorical)):
+        if isinstance(obj.dtype, pd.CategoricalDtype):
+            return _array_items(obj.cat.categories if isinstance(obj, pd.Series) else obj.categories)
+        if obj.dtype.kind not in "OSU":
+            return []
+        head = obj.iloc[:_MAX_ELEMENTS] if isinstance(obj, pd.Series) else obj[:_MAX_ELEMENTS]
+        return _distinct(head.to_numpy(dtype=object))
+    return None
+
+
+def _attributes(obj: Any) -> Iterator[tuple[str, Any]]:
+    """Instance attributes as pickle would see them: the ``__dict__`` and the ``__slots__``."""
+    yield from islice(getattr(obj, "__dict__", {}).items(), _MAX_ITEMS)
+    for klass in type(obj).__mro__:
+        slots = klass.__dict__.get("__slots__", ())
+        for slot in (slots,) if isinstance(slots, str) else slots:
+            attr = f"_{klass.__name__.lstrip('_')}{slot}" if slot.startswith("__") else slot
+            if slot not in ("__dict__", "__weakref__") and hasattr(obj, attr):
+                yield slot, getattr(obj, attr)
+
+
+def _children(cur: Any, name: str, where: str) -> list[tuple[Any, str, str, bool]]:
+    """What ``cur`` holds, each as (value, name, where, is_data)."""
+    if isinstance(cur, types.FunctionType):
+        return [(v, n, w, False) for v, n, w in _function_parts(cur)]
+    if isinstance(cur, dict):
+        items = list(islice(cur.items(), _MAX_ITEMS))
+        keys = [(k, name, where, True) for k, _ in items if isinstance(k, (str, bytes))]
+        return keys + [(v, k if isinstance(k, str) else name, where, False) for k, v in items]
+    if isinstance(cur, tuple) and hasattr(cur, "_fields"):
+        return [(v, f, f"field of {type(cur).__name__}", False) for f, v in zip(cur._fields, cur, strict=False)]
+    if isinstance(cur, (list, tuple, set, frozenset, deque)):
+        return [(v, name, where, len(cur) > _SMALL) for v in islice(cur, _MAX_ITEMS)]
+    if isinstance(cur, type):
+        label = f"attribute of class '{cur.__name__}'"
+        return [(v, k, label, False) for k, v in vars(cur).items()] if cur.__module__ == "__main__" else []
+    if isinstance(cur, functools.partial):
+        label = f"argument of partial '{getattr(cur.func, '__name__', 'function')}'"
+        args = [(v, name, label, False) for v in cur.args] + [(v, k, label, False) for k, v in cur.keywords.items()]
+        return [(cur.func, name, where, False), *args]
+    if isinstance(cur, (types.MethodType, staticmethod, classmethod, property)):
+        parts = (getattr(cur, a, None) for a in ("__func__", "__self__", "fget", "fset", "fdel"))
+        return [(p, name, where, False) for p in parts if p is not None]
+    if type(cur).__module__.startswith(("numpy", "pandas", "scipy")):
+        return []
+    label = f"attribute of {type(cur).__name__} object"
+    return [(type(cur), name, where, False), *((v, k, label, False) for k, v in _attributes(cur))]
+
+
+def _named_strings(obj: Any, limit: int = 20000) -> Iterator[tuple[str, str, str, bool]]:
+    """(name, where, value, is_data) for strings reachable from ``obj`` that would be pickled with it."""
+    todo: list[tuple[Any, str, str, bool]] = [(obj, "the model", "the model", False)]
     seen: set[int] = set()
-    while todo and len(seen) < limit:
-        cur, name, where = todo.pop()
-        if isinstance(cur, str):
-            yield name, where, cur
+    count = 0
+    while todo and len(seen) < limit and count < _MAX_STRINGS:
+        cur, name, where, data = todo.pop()
+        if isinstance(cur, (str, bytes, bytearray)):
+            count += 1
+            text = cur[:_MAX_TEXT] if isinstance(cur, str) else bytes(cur[:_MAX_TEXT]).decode("latin-1")
+            if isinstance(cur, str) or text.isprintable():
+                yield name, where, text, data
+            else:  # binary: its text judged by shape, its hex by its name (secret_key = os.urandom(24))
+                yield name, where, text, True
+                yield name, where, bytes(cur[:64]).hex(), data
             continue
-        if isinstance(cur, bytes):
-            yield name, where, cur.decode("latin-1")
-            continue
-        if id(cur) in seen or isinstance(cur, (int, float, bool, type(None), types.ModuleType)):
+        if isinstance(cur, _SCALARS) or id(cur) in seen:
             continue
         seen.add(id(cur))
-        if isinstance(cur, types.FunctionType):
-            todo.extend(_function_parts(cur))
-        elif isinstance(cur, dict):
-            todo.extend((v, str(k), where) for k, v in cur.items() if isinstance(k, str))
-        elif isinstance(cur, (list, tuple, set, frozenset)):
-            todo.extend((v, name, where) for v in cur)
-        elif isinstance(cur, type):
-            if cur.__module__ == "__main__":
-                todo.extend((v, k, f"attribute of class '{cur.__name__}'") for k, v in vars(cur).items())
-        elif hasattr(cur, "__dict__") and not _is_data(cur):
-            todo.append((type(cur), name, where))
-            todo.extend((v, k, f"attribute of {type(cur).__name__} object") for k, v in vars(cur).items())
-
-
-def _is_data(obj: Any) -> bool:
-    mod = type(obj).__module__
-    return mod.startswith(("numpy", "pandas", "scipy"))
+        try:  # an exotic object (a proxy whose attributes raise) must not stop the capture: the bytes are scanned
+            items = _array_items(cur)
+            todo.extend(_children(cur, name, where) if items is None else ((v, name, where, True) for v in items))
+        except Exception:
+            continue
 
 
 def _function_parts(fn: types.FunctionType) -> Iterator[tuple[Any, str, str]]:
@@ -113,6 +357,8 @@ def _function_parts(fn: types.FunctionType) -> Iterator[tuple[Any, str, str]]:
         for var in _global_names(code):
             if var in fn.__globals__:
                 yield fn.__globals__[var], var, f"global used by {label}"
+    for attr, value in vars(fn).items():
+        yield value, attr, f"attribute of {label}"
     for const in code.co_consts:
         if isinstance(const, str):
             yield const, "a string literal", f"code of {label}"
@@ -127,32 +373,84 @@ def _global_names(code: types.CodeType) -> set[str]:
 
 
 def _secret_env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if SECRET_NAME.search(k) and len(v) >= 8}
+    """Environment values that are credentials, by their name or by their content (a URL with a password)."""
+    return {k: v for k, v in os.environ.items() if len(v) >= _MIN_LEN and _classify(k, v, False)}
+
+
+def _blob_texts(blob: bytes | bytearray, depth: int) -> Iterator[tuple[str, bool]]:
+    """The text in a pickled byte string: a pickle inside, a numpy unicode (UTF-32) or bytes array, or none."""
+    head = bytes(blob[:4096])
+    if head[:1] == b"\x80" and depth < 2:
+        yield from _pickled_texts(bytes(blob), depth + 1)
+        return
+    zeros, text = head.count(0), len(head.translate(None, _NOT_TEXT))
+    if text < 0.9 * len(head) or text == zeros:
+        return  # numbers, compressed or zeros: no credential reads as text there
+    wide = zeros >= len(head) // 2 and head[2::4].count(0) + head[3::4].count(0) == len(head[2::4]) + len(head[3::4])
+    raw = bytes(blob[: len(blob) // 4 * 4]) if wide else bytes(blob)
+    yield raw.decode("utf-32-le" if wide else "latin-1", errors="ignore").replace("\x00", "\n"), False
+
+
+def _pickled_texts(payload: bytes, depth: int = 0) -> Iterator[tuple[str, bool]]:
+    """(text, is one whole string) for every string the pickle holds and the text in its byte strings; the
+    printable runs of the bytes if they are not a pickle this can walk."""
+    try:
+        for _, arg, _ in pickletools.genops(payload):
+            if isinstance(arg, str):  # the string opcodes; GLOBAL's "module name" too, harmlessly
+                yield arg, True
+            elif isinstance(arg, (bytes, bytearray)) and len(arg) >= _MIN_LEN:
+                yield from _blob_texts(arg, depth)
+    except Exception:
+        yield "\n".join(m.decode("latin-1") for m in _ASCII_RUN.findall(payload)), False
+
+
+def _payload_findings(
+    payload: bytes, env: dict[str, str], allowed: set[str], known: set[str], memo: _Memo
+) -> list[Finding]:
+    """Credentials in the pickle that the named view did not report (or was told to allow)."""
+    texts = dict.fromkeys(_pickled_texts(payload))
+    found = [
+        Finding(var, "environment variable", "its value is inside the serialised model")
+        for var, value in env.items()
+        if not any(value in v for v in known) and any(value in t for t, _ in texts)
+    ]
+    known.update(env[f.name] for f in found)
+    for text, whole in texts:
+        if whole and len(text) <= _MAX_TEXT:  # one pickled string, judged whole as data, as the named view does
+            key = ("", text, True)
+            if key not in memo:
+                memo[key] = _classify("", text, True)
+            hits = [(memo[key], text)] if memo[key] else []
+        else:
+            hits = list(_shapes(text)) if _CANDIDATE.search(text) or "://" in text else []
+        for label, secret in hits:
+            if label not in allowed and not any(secret in v for v in known):
+                known.add(secret)
+                found.append(Finding(label, "serialised bytes", f"{label} pattern in the pickled model"))
+    return found
 
 
 def scan(obj: Any, payload: bytes, allow: list[str] | None = None) -> list[Finding]:
     """Every credential-looking value that would travel with ``obj``; ``allow`` names false positives."""
     allowed = set(allow or [])
+    env = {k: v for k, v in _secret_env().items() if k not in allowed}
     findings: dict[str, Finding] = {}
-    env = _secret_env()
-    env_values = {v: k for k, v in env.items()}
-    for name, where, value in _named_strings(obj):
+    known: set[str] = set()  # values reported or allowed by name: the pickled view need not report them again
+    memo: _Memo = {}
+    for name, where, value, data in _named_strings(obj):
         if name in allowed or name in findings:
+            known.add(value)
             continue
-        if value in env_values:
-            what = f"the value of environment variable '{env_values[value]}'"
-        else:
-            what = _classify(name, value)
-        if what:
-            findings[name] = Finding(name, where, what)
-    text = payload.decode("latin-1")
-    for var, value in env.items():
-        if var not in allowed and value in text and not any(f.what.endswith(f"'{var}'") for f in findings.values()):
-            findings[var] = Finding(var, "environment variable", "its value is inside the serialised model")
-    for label, pat in PATTERNS.items():
-        match = pat.search(text)
-        if match and label not in allowed and not any(f.what == label for f in findings.values()):
-            findings[label] = Finding(label, "serialised bytes", f"{label} pattern in the pickled model")
+        key = ("" if data else name, value, data)
+        if key not in memo:
+            source = next((k for k, v in env.items() if v in value), None)
+            memo[key] = f"the value of environment variable '{source}'" if source else _classify(name, value, data)
+        if memo[key]:
+            shown = name if next(_shapes(name), None) is None else "a dictionary key"  # never repeat a secret
+            findings[name] = Finding(shown, where, memo[key])
+            known.add(value)
+    for found in _payload_findings(payload, env, allowed, known, memo):
+        findings.setdefault(found.name, found)
     return list(findings.values())
 
 
