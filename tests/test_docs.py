@@ -72,7 +72,7 @@ NOTEBOOK_CHECKS: dict[str, tuple[dict[str, object], list[str]]] = {
         ],
     ),
     "security.ipynb": (
-        {"name": "docs-secure", "open_name": "docs-open"},
+        {"name": "docs-secure", "open_name": "docs-open", "private_name": "docs-private"},
         [
             "shown once: copy it now",
             "no key:           401 unauthorized: send a valid API key",
@@ -84,6 +84,11 @@ NOTEBOOK_CHECKS: dict[str, tuple[dict[str, object], list[str]]] = {
             "answered 413: 150 rows in one request; the limit is 100",
             "SecretFoundError: refusing to capture: 'CRM_API_KEY' (global used by function 'churn_with_crm')",
             "deployed with allow_secrets=['SECRET_SAUCE_COLUMNS']",
+            "Infinity:    400 column 'monthly': expected a finite number, got inf (row 0)",
+            "text/plain:  415 send JSON",
+            "feedback:    400 item 0: no answered request has the id",
+            "files: ['requests.db 0o600']",
+            "an address on disk: False",
             "no key: 200",
             "deployed with auth=False: anyone who reaches the URL can call it",
         ],
