@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -12,12 +13,14 @@ from . import config, keys
 from .capture import capture
 from .capture.schema import as_frame
 from .client import payload
-from .deployment import Deployment, start_record
-from .errors import DeploymentNotFound, NbdeployError, TargetError, UsageError
+from .deployment import Deployment
+from .errors import DeploymentNotFound, TargetError, UsageError
+from .lifecycle import start_record
 from .package import build_bento
+from .record import Info
 from .registry import FAILED, RUNNING, STOPPED, Record, Registry
 from .runtime.redact import DROP, MODES, Redactor
-from .targets import get_target
+from .targets import get_target, merge_options
 from .targets._process import check_port
 
 REFERENCE_ROWS = 5000
@@ -25,7 +28,7 @@ REFERENCE_ROWS = 5000
 
 def _check_name(name: str) -> None:
     if not isinstance(name, str) or not config.NAME.fullmatch(name):
-        raise NbdeployError(
+        raise UsageError(
             f"invalid deployment name {name!r}",
             hint="use 1-63 lowercase letters, digits and '-', starting and ending with a letter or digit",
         )
@@ -75,6 +78,7 @@ def deploy(
     replicas: int | None = None,
     context: str | None = None,
     namespace: str | None = None,
+    target_options: dict[str, Any] | None = None,
 ) -> Deployment:
     """Capture ``obj``, package it as a bento and serve it on ``target``; return the handle.
 
@@ -88,21 +92,19 @@ def deploy(
     or ``{"column": "drop" | "hash"}`` (a keyed hash: drift still works on it). The model still gets every column.
     ``engine`` (podman, docker) and ``base_image`` are for ``target="container"`` and ``"kubernetes"``;
     ``registry`` (where the cluster pulls the image from), ``replicas``, ``context`` and ``namespace`` (default:
-    the kubeconfig's current context and its namespace) for ``target="kubernetes"`` only.
+    the kubeconfig's current context and its namespace) for ``target="kubernetes"`` only. ``target_options``: more
+    options for the target (those of a target added with ``nbdeploy.targets.register_target``); an option the
+    target does not take is refused before anything is built.
     """
     _check_name(name)
     _check_limits(limits)
-    cluster = {"registry": registry, "replicas": replicas, "context": context, "namespace": namespace}
-    cluster = {k: v for k, v in cluster.items() if v is not None}
-    if target != "kubernetes" and cluster:
-        raise TargetError(f"{', '.join(cluster)} only apply to target='kubernetes', not '{target}'")
-    if target == "kubernetes" and port is not None:
-        raise TargetError("port= is not for the kubernetes target", hint="the Service listens on port 80")
+    named = {"engine": engine, "base_image": base_image, "registry": registry, "replicas": replicas}
+    named.update(context=context, namespace=namespace)
+    tgt = get_target(target, **merge_options(named, target_options))  # refuses an option it does not take
+    tgt.check_port_option(port)
     if port is not None and port not in {r.port for r in Registry().running(name)}:
         check_port(port)  # before the capture and the build, not after
-    options = {k: v for k, v in (("engine", engine), ("base_image", base_image), *cluster.items()) if v is not None}
-    tgt = get_target(target, **options)
-    bento_options = tgt.prepare() if hasattr(tgt, "prepare") else {}  # fail before building what cannot run
+    bento_options = tgt.prepare()  # fail before building what cannot run
     t0 = time.perf_counter()
     artifact = capture(obj, sample, requirements, wheels=wheels, allow_secrets=allow_secrets)
     redacted = _check_redact(redact, artifact.schema)
@@ -110,18 +112,7 @@ def deploy(
         _verify(artifact)
     t1 = time.perf_counter()
     reg = Registry()
-    info = {
-        "kind": artifact.kind,
-        "sha256": artifact.sha256,
-        "schema": artifact.schema,
-        "requirements": artifact.requirements,
-        "local_modules": artifact.local_modules,
-        "lineage": artifact.lineage,
-        "example": _example(sample, redacted),
-        "auth": bool(auth),
-        "limits": dict(limits or {}),
-        **({"redact": redacted} if redacted else {}),
-    }
+    info = _info(artifact, auth, limits, redacted, example=_example(sample, redacted))
     new_key = _ensure_key(reg, name) if auth else None
     salt = keys.redact_salt(name) if redacted else ""
     rec = reg.allocate(name, target, info)
@@ -133,15 +124,28 @@ def deploy(
         rec = start_record(reg, rec, port, tgt)
         t3 = time.perf_counter()
         timings = {"capture_s": round(t1 - t0, 3), "package_s": round(t2 - t1, 3), "start_s": round(t3 - t2, 3)}
-        rec = reg.update(name, rec.version, info={**rec.info, "timings": timings})
+        rec = reg.update(name, rec.version, info=replace(rec.info, timings=timings))
     except BaseException as exc:
         reg.update(name, rec.version, status=FAILED, pid=None)
         reg.event("deploy-failed", name, rec.version, error=f"{type(exc).__name__}: {exc}"[:500])
         raise
     reg.event("deploy", name, rec.version, target=target, url=rec.url, auth=bool(auth), lineage=artifact.lineage)
-    dep = Deployment(rec, reg)
-    dep._reveal_key = new_key
-    return dep
+    return Deployment(rec, reg, new_key=new_key)
+
+
+def _info(artifact: Any, auth: bool, limits: dict[str, float] | None, redacted: dict[str, str], example: Any) -> Info:
+    return Info(
+        kind=artifact.kind,
+        sha256=artifact.sha256,
+        schema=artifact.schema,
+        requirements=artifact.requirements,
+        local_modules=artifact.local_modules,
+        lineage=artifact.lineage,
+        example=example,
+        auth=bool(auth),
+        limits=dict(limits or {}),
+        redact=redacted,
+    )
 
 
 def _check_limits(limits: dict[str, float] | None) -> None:
@@ -149,10 +153,10 @@ def _check_limits(limits: dict[str, float] | None) -> None:
 
     unknown = sorted(set(limits or {}) - set(LIMITS))
     if unknown:
-        raise NbdeployError(f"unknown limit '{unknown[0]}'", hint=f"known limits: {', '.join(LIMITS)}")
+        raise UsageError(f"unknown limit '{unknown[0]}'", hint=f"known limits: {', '.join(LIMITS)}")
     for key, value in (limits or {}).items():
         if not isinstance(value, (int, float)) or value < 0:
-            raise NbdeployError(f"limit '{key}' must be a non-negative number, got {value!r}")
+            raise UsageError(f"limit '{key}' must be a non-negative number, got {value!r}")
 
 
 def _ensure_key(reg: Registry, name: str) -> str | None:
@@ -172,7 +176,7 @@ def _ensure_key(reg: Registry, name: str) -> str | None:
 def _keep_reference(obj: Any, kind: str, sample: Any, directory: Any, redactor: Redactor) -> None:
     """The sample (up to 5,000 rows) and the session's predictions on it: the baseline for drift, redacted as the
     request log is (predictions come from the whole sample first)."""
-    from .monitor.store import save_reference
+    from .reference import save_reference
     from .runtime.model import to_jsonable
 
     data = as_frame(sample)[:REFERENCE_ROWS]
@@ -310,21 +314,14 @@ def manifests(
         rec = reg.get(obj_or_name, version)
     else:
         if name is None or sample is None:
-            raise NbdeployError("manifests for a model object need name= and sample=", hint="or pass a deployed name")
+            raise UsageError("manifests for a model object need name= and sample=", hint="or pass a deployed name")
         _check_name(name)
         _check_limits(limits)
         artifact = capture(obj_or_name, sample, requirements)
-        info = {
-            "kind": artifact.kind,
-            "sha256": artifact.sha256,
-            "requirements": artifact.requirements,
-            "lineage": artifact.lineage,
-            "auth": bool(auth),
-            "limits": dict(limits or {}),
-        }
+        info = _info(artifact, auth, limits, {}, example=None)
         rec = Record(name=name, version=0, target="kubernetes", status="captured", info=info)
     hashes = None
-    if rec.info.get("auth", True):
+    if rec.info.auth:
         _ensure_key(reg, rec.name)  # made if the name has none (`nbdeploy key NAME` prints it); hash file restored
         hashes = keys.read_hashes(rec.name)
     ref = image or _k8s_image(rec)
@@ -345,10 +342,10 @@ def manifests(
 
 def _k8s_image(rec: Record) -> str:
     """The image a version's manifests run: pushed (by digest), else its local container image, else a placeholder."""
-    pushed = (rec.info.get("kubernetes") or {}).get("image")
+    pushed = (rec.state.get("kubernetes") or {}).get("image")
     if pushed:
         return str(pushed)
-    built = rec.info.get("container") or {}
+    built = rec.state.get("container") or {}
     if built.get("image"):
         # podman names local images localhost/NAME:TAG; docker keeps them as NAME:TAG
         return f"localhost/{built['image']}" if built.get("engine") == "podman" else str(built["image"])

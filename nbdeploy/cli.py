@@ -98,16 +98,15 @@ def _export_edge(args: argparse.Namespace) -> int:
 def _base_image_build(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .targets import _baseimage
-    from .targets._engine import find_engine
+    from . import images
 
-    engine = find_engine(args.engine)
+    engine = images.engine(args.engine)
     opts = {"mirror": args.mirror, "suite": args.suite, "ca_bundle": args.ca_bundle}
     if args.if_missing or args.cache_dir:
-        cache = _baseimage.cache_file(Path(args.cache_dir), args.tag) if args.cache_dir else None
-        image = _baseimage.ensure(engine, args.tag, cache=cache, **opts)
+        cache = images.base_image_cache(Path(args.cache_dir), args.tag) if args.cache_dir else None
+        image = images.ensure_base_image(engine, args.tag, cache=cache, **opts)
     else:
-        image = _baseimage.build(engine, args.tag, **opts)
+        image = images.build_base_image(engine, args.tag, **opts)
     sys.stdout.write(
         f"{image.tag} ({image.image_id[:12]}, Python {image.python}, {engine.name}): {image.source}"
         + (f" in {image.seconds} s" if image.source != "present" else "")

@@ -6,6 +6,8 @@ import os
 import re
 from pathlib import Path
 
+from .errors import UsageError
+
 #: Deployment names: DNS labels. Always ``fullmatch``: ``$`` also matches before a trailing newline.
 NAME = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
 
@@ -25,7 +27,7 @@ def home() -> Path:
 def name_dir(name: str) -> Path:
     """``deployments/NAME``: refuses a name that is not a deployment name (no path can be smuggled in)."""
     if not isinstance(name, str) or not NAME.fullmatch(name):
-        raise ValueError(f"not a deployment name: {name!r}")
+        raise UsageError(f"not a deployment name: {name!r}")
     path = home() / "deployments" / name
     path.mkdir(parents=True, exist_ok=True, mode=0o700)
     return path

@@ -43,6 +43,14 @@ class Superseded(TargetError):
     """A deploy raced another of the same name and lost: the newer version serves, this one was stopped."""
 
 
+class TargetOptionError(UsageError, TargetError):
+    """An option the chosen target does not take (``registry=`` for ``target="local"``): nothing was built."""
+
+
+class NotSupported(UsageError, TargetError):
+    """A capability the version's target has not (``scale`` off Kubernetes, ``export`` without an image)."""
+
+
 class EngineError(TargetError):
     """No container engine was found, or the one found cannot run containers here."""
 

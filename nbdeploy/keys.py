@@ -14,12 +14,16 @@ import secrets
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 
 from . import config
 from .errors import TargetError
 from .runtime.guard import digest
+
+if TYPE_CHECKING:
+    from .registry import Registry
 
 PREFIX = "nbd_"
 KEYS_FILE = "keys.json"
@@ -90,4 +94,22 @@ def wait_until(url: str, key: str, accepted: bool, deadline_s: float = 10.0) -> 
     raise TargetError(f"the service at {url} did not {state} within {deadline_s:.0f} s")
 
 
-__all__ = ["digest", "masked", "new_key", "read_hashes", "wait_until", "write_hashes"]
+def rotate(registry: Registry, name: str, version: int | None = None) -> str:
+    """Replace the name's key with no failed request: every running version accepts both keys, the SDK switches
+    to the new one, then the old one is refused. Returns the new key; the audit trail has both, masked."""
+    old = registry.key(name)
+    new = new_key()
+    urls = [r.url for r in registry.running(name) if r.url]
+    write_hashes(name, [h for h in (digest(new), old and digest(old)) if h])
+    for url in urls:  # both keys work now; switch the SDK, then retire the old one
+        wait_until(url, new, accepted=True)
+    registry.set_key(name, new, digest(new))
+    write_hashes(name, [digest(new)])
+    for url in urls:
+        if old:
+            wait_until(url, old, accepted=False)
+    registry.event("key-rotated", name, version, old=masked(old), new=masked(new))
+    return new
+
+
+__all__ = ["digest", "masked", "new_key", "read_hashes", "redact_salt", "rotate", "wait_until", "write_hashes"]

@@ -6,6 +6,7 @@ one clear line, no traceback, and still a failed cell, so papermill stops on the
 
 from __future__ import annotations
 
+import json
 import shlex
 from typing import Any
 
@@ -14,7 +15,7 @@ from IPython.core.magic import Magics, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 from IPython.display import display
 
-from . import _api
+from . import _api, errors
 from .errors import NbdeployError
 
 
@@ -24,8 +25,21 @@ def _redact_item(item: str) -> tuple[str, str]:
     return column.strip(), (mode.strip() or "drop")
 
 
+def _target_option(item: str) -> tuple[str, Any]:
+    """``KEY=VALUE`` of ``--option``: the value as JSON if it parses (``hpa=false``, ``timeout=60``), else text."""
+    key, sep, value = item.partition("=")
+    if not sep or not key.strip():
+        raise UsageError(f"--option {item!r} is not KEY=VALUE")
+    try:
+        return key.strip().replace("-", "_"), json.loads(value)
+    except ValueError:
+        return key.strip().replace("-", "_"), value
+
+
 def _user_error(exc: NbdeployError) -> UsageError:
-    return UsageError(f"{type(exc).__name__}: {exc.message}" + (f"\nhint: {exc.hint}" if exc.hint else ""))
+    """One line IPython shows without a traceback; the kind of error is named unless it is a plain usage error."""
+    kind = "" if isinstance(exc, errors.UsageError) else f"{type(exc).__name__}: "
+    return UsageError(f"{kind}{exc.message}" + (f"\nhint: {exc.hint}" if exc.hint else ""))
 
 
 @magics_class
@@ -49,8 +63,8 @@ class DeployMagics(Magics):
     @argument("--name", "-n", required=True, help="deployment name (lowercase letters, digits, '-')")
     @argument("--sample", "-s", required=True, help="variable holding sample input (e.g. X_train)")
     @argument("--target", "-t", default="local", help="where to run it: local (default), container, kubernetes, edge")
-    @argument("--engine", default=None, help="container engine for --target container (podman, docker)")
-    @argument("--base-image", default=None, help="base image for --target container (default: nbdeploy's own)")
+    @argument("--engine", default=None, help="for --target container/kubernetes: container engine (podman, docker)")
+    @argument("--base-image", default=None, help="for --target container/kubernetes: base image (default: nbdeploy's)")
     @argument("--registry", default=None, help="for --target kubernetes: where the cluster pulls the image from")
     @argument("--replicas", type=int, default=None, help="for --target kubernetes: replicas (the HPA's minimum)")
     @argument("--context", default=None, help="for --target kubernetes: kube context (default: the current one)")
@@ -58,6 +72,10 @@ class DeployMagics(Magics):
     @argument("--port", "-p", type=int, default=None, help="port for the local target (default: a free one)")
     @argument("--requirements", "-r", default=None, help="extra pins, comma-separated (e.g. 'xgboost==2.1.0')")
     @argument("--redact", default=None, help="columns kept out of the request log: 'email,phone' or 'email:hash'")
+    @argument(
+        "--option", "-o", action="append", default=[], metavar="KEY=VALUE",
+        help="another option of the target (repeatable; VALUE is read as JSON if it parses, e.g. hpa=false)",
+    )  # fmt: skip
     @line_magic
     def deploy(self, line: str) -> Any:
         """Deploy a model from this notebook: %deploy model --name churn --sample X_train"""
@@ -66,13 +84,14 @@ class DeployMagics(Magics):
         sample = self._lookup(args.sample, "sample")
         reqs = [r.strip() for r in args.requirements.split(",") if r.strip()] if args.requirements else None
         redact = dict(_redact_item(r) for r in args.redact.split(",") if r.strip()) if args.redact else None
+        extra = dict(_target_option(o) for o in args.option) or None
         try:
-            container = {"engine": args.engine, "base_image": args.base_image, "registry": args.registry}
-            container.update(replicas=args.replicas, context=args.context, namespace=args.namespace)
+            options = {"engine": args.engine, "base_image": args.base_image, "registry": args.registry}
+            options.update(replicas=args.replicas, context=args.context, namespace=args.namespace)
             return _api.deploy(
                 model, name=args.name, sample=sample, target=args.target, port=args.port, requirements=reqs,
-                redact=redact,
-                **{k: v for k, v in container.items() if v is not None},
+                redact=redact, target_options=extra,
+                **{k: v for k, v in options.items() if v is not None},
             )  # fmt: skip
         except NbdeployError as exc:
             raise _user_error(exc) from None

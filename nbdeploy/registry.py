@@ -6,19 +6,20 @@ transaction, so two kernels deploying the same name get different numbers.
 
 from __future__ import annotations
 
+import builtins
 import getpass
 import json
 import socket
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from . import config
 from .errors import DeploymentNotFound
+from .record import Info, Record
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS deployments (
@@ -34,6 +35,7 @@ CREATE TABLE IF NOT EXISTS deployments (
     created_at  TEXT NOT NULL,
     updated_at  TEXT NOT NULL,
     info        TEXT NOT NULL DEFAULT '{}',
+    state       TEXT NOT NULL DEFAULT '{}',
     PRIMARY KEY (name, version)
 );
 CREATE TABLE IF NOT EXISTS events (
@@ -73,26 +75,10 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
-@dataclass
-class Record:
-    name: str
-    version: int
-    target: str
-    status: str
-    bento_tag: str | None = None
-    bento_path: str | None = None
-    url: str | None = None
-    port: int | None = None
-    pid: int | None = None
-    created_at: str = ""
-    updated_at: str = ""
-    info: dict[str, Any] = field(default_factory=dict)
-
-    @classmethod
-    def from_row(cls, row: sqlite3.Row) -> Record:
-        data = {k: row[k] for k in row.keys() if k != "rn"}  # noqa: SIM118 (Row iterates values)
-        data["info"] = json.loads(data["info"] or "{}")
-        return cls(**data)
+def _column(key: str, value: Any) -> Any:
+    if key == "info":
+        return json.dumps(value.to_dict() if isinstance(value, Info) else value)
+    return json.dumps(value) if key == "state" else value
 
 
 class Registry:
@@ -100,6 +86,8 @@ class Registry:
         self.path = path or config.home() / "registry.db"
         with self._connect() as con:
             con.executescript(_SCHEMA)
+            if "state" not in {r["name"] for r in con.execute("PRAGMA table_info(deployments)")}:
+                con.execute("ALTER TABLE deployments ADD COLUMN state TEXT NOT NULL DEFAULT '{}'")  # older registries
         self.path.chmod(0o600)
 
     @contextmanager
@@ -124,7 +112,7 @@ class Registry:
                 raise
             con.execute("COMMIT")
 
-    def allocate(self, name: str, target: str, info: dict[str, Any]) -> Record:
+    def allocate(self, name: str, target: str, info: Info | dict[str, Any]) -> Record:
         """Reserve the next version number of ``name`` with status ``starting``."""
         now = _now()
         with self._tx() as con:
@@ -132,17 +120,17 @@ class Registry:
             con.execute(
                 "INSERT INTO deployments (name, version, target, status, created_at, updated_at, info)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (name, last + 1, target, STARTING, now, now, json.dumps(info)),
+                (name, last + 1, target, STARTING, now, now, _column("info", info)),
             )
         return self.get(name, last + 1)
 
     _FIELDS = ("target", "status", "bento_tag", "bento_path", "url", "port", "pid")
 
     def _assignments(self, fields: dict[str, Any]) -> tuple[str, list[Any]]:
-        unknown = set(fields) - set(self._FIELDS) - {"info"}
+        unknown = set(fields) - set(self._FIELDS) - {"info", "state"}
         if unknown:
             raise ValueError(f"unknown registry fields: {sorted(unknown)}")
-        values = [json.dumps(v) if k == "info" else v for k, v in fields.items()]
+        values = [_column(k, v) for k, v in fields.items()]
         return ", ".join(f"{k}=?" for k in fields), values
 
     def update(self, name: str, version: int, **fields: Any) -> Record:
@@ -200,7 +188,7 @@ class Registry:
                 (_now(), _who(), socket.gethostname(), action, name, version, json.dumps(detail, default=str)),
             )
 
-    def events(self, name: str | None = None) -> list[dict[str, Any]]:
+    def events(self, name: str | None = None) -> builtins.list[dict[str, Any]]:
         where, args = ("WHERE name=?", (name,)) if name else ("", ())
         with self._connect() as con:
             rows = con.execute(f"SELECT * FROM events {where} ORDER BY id", args).fetchall()
@@ -208,7 +196,7 @@ class Registry:
 
     def claim(
         self, name: str, version: int, newest_wins: bool = False, **fields: Any
-    ) -> tuple[Record, list[Record], Record | None]:
+    ) -> tuple[Record, builtins.list[Record], Record | None]:
         """Mark ``version`` running and return the other running versions, atomically.
 
         Two kernels finishing deploys of one name at once each see the other's claim or none. With
@@ -259,7 +247,7 @@ class Registry:
                 (name, secret, sha256, _now()),
             )
 
-    def running(self, name: str) -> list[Record]:
+    def running(self, name: str) -> builtins.list[Record]:
         with self._connect() as con:
             rows = con.execute(
                 "SELECT * FROM deployments WHERE name=? AND status=? ORDER BY version", (name, RUNNING)

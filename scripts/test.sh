@@ -8,6 +8,8 @@ bash scripts/browser-setup.sh  # Debian's chromium for the real-browser panel te
 .venv/bin/nbdeploy base-image build --cache-dir .cache  # present: nothing; cached archive: load; else bootstrap
 .venv/bin/ruff check nbdeploy tests examples bench scripts notebooks/conftest.py
 .venv/bin/ruff format --check nbdeploy tests examples bench scripts notebooks/conftest.py
+.venv/bin/lint-imports  # package layers: [tool.importlinter] in pyproject.toml
+.venv/bin/mypy nbdeploy  # [tool.mypy] in pyproject.toml names the modules still loosely typed
 mkdir -p test-artifacts
 export PATH="$PWD/.venv/bin:$PATH"
 exec .venv/bin/python -m pytest -p no:cacheprovider "$@"

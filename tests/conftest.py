@@ -16,6 +16,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from nbdeploy.deployment import Deployment
+from nbdeploy.registry import Record, Registry
+from nbdeploy.targets import Running, Target, register_target, unregister_target
 from nbdeploy.targets._process import cmdline, members
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -104,3 +107,49 @@ def auth(dep: Any) -> dict[str, str]:
     from nbdeploy.registry import Registry
 
     return {"authorization": f"Bearer {Registry().key(dep.name)}"}
+
+
+# -- an in-process target: registered through the public function, it serves nothing and starts no process --
+
+#: (name, version) -> state of the fake's "services"; no process, no port.
+SERVICES: dict[tuple[str, int], str] = {}
+
+
+class FakeTarget(Target):
+    """Serves nothing: remembers what runs in ``SERVICES``, so the lifecycle around it can be checked."""
+
+    name = "fake"
+
+    def __init__(self, flavour: str = "plain") -> None:
+        self.flavour = flavour
+
+    def deploy(self, record: Record, bento_path: str, port: int | None = None) -> Running:
+        assert Path(bento_path).is_dir()  # the bento was built before the target was asked to run it
+        SERVICES[record.name, record.version] = "running"
+        return Running(url="http://fake.invalid", pid=None, info={"fake": {"flavour": self.flavour}})
+
+    def status(self, record: Record) -> str:
+        return SERVICES.get((record.name, record.version), "failed")
+
+    def logs(self, record: Record, lines: int = 200) -> str:
+        return f"fake log of {record.name} v{record.version}"
+
+    def stop(self, record: Record) -> None:
+        SERVICES[record.name, record.version] = "stopped"
+
+
+class PortlessTarget(FakeTarget):
+    name = "portless"
+    no_port = "it listens where it likes"
+
+
+@pytest.fixture
+def fake() -> Any:
+    register_target("fake", FakeTarget)
+    register_target("portless", PortlessTarget)
+    yield FakeTarget
+    for rec in Registry().list(all_versions=True):  # nothing may stay running on a target about to be forgotten
+        if rec.target in {"fake", "portless"} and rec.status == "running":
+            Deployment(rec).stop()
+    unregister_target("fake")
+    unregister_target("portless")

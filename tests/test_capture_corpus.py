@@ -12,6 +12,7 @@ import string
 import subprocess
 import sys
 import textwrap
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -300,7 +301,7 @@ def test_python_of_another_minor_version_is_refused(frame):
     dep.stop()
     reg = Registry()
     rec = reg.get("old-python", 1)
-    reg.update("old-python", 1, info={**rec.info, "lineage": {**rec.info["lineage"], "python": "3.9.18"}})
+    reg.update("old-python", 1, info=replace(rec.info, lineage={**rec.info.lineage, "python": "3.9.18"}))
     with pytest.raises(
         nbdeploy.TargetError, match=r"captured with Python 3\.9\.18, but the local target runs Python 3\.11"
     ):

@@ -1,12 +1,14 @@
-"""The container target's pure parts, without an engine: apt sources, error hints, target options."""
+"""The image layer's and the container target's pure parts, without an engine: apt sources, error hints, options."""
 
 from __future__ import annotations
 
 import pytest
 
-from nbdeploy.errors import TargetError
-from nbdeploy.targets import _baseimage, get_target
-from nbdeploy.targets._engine import fix_hint
+from nbdeploy import images
+from nbdeploy.errors import TargetError, UsageError
+from nbdeploy.images import base as _baseimage
+from nbdeploy.images.engines import fix_hint
+from nbdeploy.targets import get_target
 
 
 def test_debian_mirror_from_deb822_sources_skips_the_security_archive(tmp_path):
@@ -38,6 +40,26 @@ def test_base_image_names(tmp_path, monkeypatch):
     assert _baseimage.configured() == "registry.example/python:3.11"
     assert _baseimage.configured("mine:1") == "mine:1"
     assert _baseimage.cache_file(tmp_path).name == f"localhost_nbdeploy-python-{py}.tar"
+    assert images.base_image_cache(tmp_path) == _baseimage.cache_file(tmp_path)
+    assert images.base_image_tag() == f"localhost/nbdeploy-python:{py}"
+
+
+def test_the_old_private_module_names_are_the_image_layer_itself():
+    """``targets._engine`` and ``targets._baseimage`` are aliases: a patch of either reaches every caller."""
+    from nbdeploy.targets import _baseimage as old_base
+    from nbdeploy.targets import _engine as old_engine
+
+    assert old_engine is images.engines and old_base is images.base
+
+
+def test_a_service_image_is_named_after_the_bento_and_built_on_the_base_image():
+    from nbdeploy.registry import Record
+
+    rec = Record(name="churn", version=3, target="container", status="starting", bento_tag="nbdeploy-churn:v3-ABC")
+    assert images.image_tag(rec) == "nbdeploy-churn:v3-abc"
+    assert images.image_tag(Record(name="churn", version=3, target="container", status="x")) == "nbdeploy-churn:v3"
+    opts = images.bento_image_options("localhost/base:1")["image"]
+    assert opts["base_image"] == "localhost/base:1" and opts["distro"] == "custom"
 
 
 @pytest.mark.parametrize(
@@ -54,5 +76,7 @@ def test_engine_failures_come_with_what_to_fix(stderr, advice):
 
 def test_target_options_are_checked():
     assert get_target("container", engine="podman", base_image="x:1").name == "container"
-    with pytest.raises(TargetError, match="target 'local' does not take base_image"):
+    with pytest.raises(TargetError, match="target 'local' does not take base_image") as err:
         get_target("local", base_image="x:1")
+    assert isinstance(err.value, UsageError)
+    assert "base_image only applies to target='container' or target='kubernetes'" in (err.value.hint or "")

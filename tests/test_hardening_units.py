@@ -37,7 +37,7 @@ def test_names_with_anything_around_them_are_refused_before_anything_is_made(nam
         nbdeploy.deploy(lambda df: df["a"], name=name, sample=pd.DataFrame({"a": [1.0]}))
     assert Registry().list(all_versions=True) == before
     assert not (config.home() / "deployments" / name.strip()).exists() or name.strip() in {"ok", ""}
-    with pytest.raises(ValueError, match="not a deployment name"):
+    with pytest.raises(nbdeploy.UsageError, match="not a deployment name"):
         config.name_dir(name)
 
 

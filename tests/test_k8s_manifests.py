@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -75,7 +76,7 @@ def written(churn_record, tmp_path_factory) -> dict[str, Path]:
     """The variants a user can write: autoscaled (default), fixed replicas without auth, a captured object."""
     out = tmp_path_factory.mktemp("manifests")
     files = {"hpa": nbdeploy.manifests("k8s-churn", out / "hpa", image=IMAGE, replicas=3, namespace="ml")}
-    rec = Record(**{**churn_record.__dict__, "name": "k8s-open", "info": {**churn_record.info, "auth": False}})
+    rec = replace(churn_record, name="k8s-open", info=replace(churn_record.info, auth=False))
     (out / "fixed.yaml").write_text(yaml.safe_dump_all(render(rec, IMAGE, replicas=2, hpa=False), sort_keys=False))
     files["fixed"] = out / "fixed.yaml"
     files["object"] = nbdeploy.manifests(
@@ -209,13 +210,13 @@ def test_secret_holds_only_the_key_hash(written, churn_record):
 
 def test_lineage_labels_annotations_and_prometheus(written, churn_record):
     docs = _docs(written["hpa"])
-    lin = churn_record.info["lineage"]
+    lin = churn_record.info.lineage
     for doc in docs.values():
         meta = doc["metadata"]
         assert meta["namespace"] == "ml"
         assert meta["labels"]["nbdeploy.io/name"] == "k8s-churn" and meta["labels"]["nbdeploy.io/version"] == "1"
-        assert meta["labels"]["nbdeploy.io/artifact"] == churn_record.info["sha256"][:16]
-        assert meta["annotations"]["nbdeploy.io/artifact-sha256"] == churn_record.info["sha256"]
+        assert meta["labels"]["nbdeploy.io/artifact"] == churn_record.info.sha256[:16]
+        assert meta["annotations"]["nbdeploy.io/artifact-sha256"] == churn_record.info.sha256
         assert meta["annotations"]["nbdeploy.io/requirements-sha256"] == lin["requirements_sha256"]
         assert meta["annotations"]["nbdeploy.io/bento"] == churn_record.bento_tag
     pod_ann = docs["Deployment"]["spec"]["template"]["metadata"]["annotations"]

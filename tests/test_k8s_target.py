@@ -37,9 +37,9 @@ from nbdeploy import keys
 from nbdeploy.capture import capture
 from nbdeploy.deployment import Deployment
 from nbdeploy.errors import TargetError
+from nbdeploy.images import ImageBuilder
 from nbdeploy.registry import FAILED, RUNNING, Record, Registry
 from nbdeploy.targets import get_target
-from nbdeploy.targets.container import ContainerTarget
 from nbdeploy.targets.kubernetes import by_digest
 from nbdeploy.targets.kubernetes import target as k8s
 
@@ -264,7 +264,7 @@ def published(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
         return by_digest(f"{REGISTRY}/nbdeploy-{record.name}:v{record.version}", digest), digest, {}
 
     monkeypatch.setattr(k8s.KubernetesTarget, "_publish", publish)
-    monkeypatch.setattr(ContainerTarget, "prepare", lambda self: {})  # no engine or base image: nothing is built
+    monkeypatch.setattr(ImageBuilder, "prepare", lambda self: {})  # no engine or base image: nothing is built
     return {"1": DIGEST1, "2": DIGEST2}
 
 
@@ -340,7 +340,7 @@ def test_status_reports_progress_and_events(cluster, published, churn_data):
     target = k8s.KubernetesTarget(registry=REGISTRY, hpa=False, replicas=1)
     cluster.server.controller = healthy
     running = target.deploy(rec, "unused")
-    rec = Registry().update(rec.name, rec.version, info={**rec.info, **running.info})
+    rec = Registry().update(rec.name, rec.version, state={**rec.state, **running.info})
     try:
         cluster.put(
             "v1/events",
@@ -398,7 +398,7 @@ def test_scale_sets_replicas_or_the_autoscalers_minimum(cluster, published, chur
 
     rec = _registered("k8s-fixed", churn_data)  # without an HPA the Deployment's replicas change
     target = k8s.KubernetesTarget(registry=REGISTRY, hpa=False, replicas=1)
-    rec = Registry().update(rec.name, 1, info={**rec.info, **target.deploy(rec, "unused").info})
+    rec = Registry().update(rec.name, 1, state={**rec.state, **target.deploy(rec, "unused").info})
     try:
         info = target.scale(rec, 4)
         deployment = cluster.get("apps/v1/deployments", "k8s-fixed")
@@ -564,7 +564,7 @@ def test_push_returns_the_registry_digest_and_pull_by_digest_works(tmp_path):
         # The target's own publish step, with the image recorded as the container target records a build it made.
         image_id = engine.image_id(local)
         built = {"engine": "podman", "image": local.removeprefix("localhost/"), "image_id": image_id}
-        rec = Record(name="regtest", version=1, target="kubernetes", status="starting", info={"container": built})
+        rec = Record(name="regtest", version=1, target="kubernetes", status="starting", state={"container": built})
         t0 = time.perf_counter()
         ref, digest, info = k8s.KubernetesTarget(registry=f"{registry}/ml", engine="podman")._publish(rec)
         push_s = time.perf_counter() - t0

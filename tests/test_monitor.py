@@ -19,7 +19,15 @@ from sklearn.ensemble import RandomForestClassifier
 import nbdeploy
 from nbdeploy import config
 from nbdeploy.capture.schema import infer_schema
-from nbdeploy.monitor.panel import Panel, StaticPanel, predictions_figure, snapshot, static_html, traffic_figure
+from nbdeploy.monitor.panel import (
+    Panel,
+    StaticPanel,
+    open_panel,
+    predictions_figure,
+    snapshot,
+    static_html,
+    traffic_figure,
+)
 from nbdeploy.monitor.store import save_reference
 from nbdeploy.registry import STOPPED, Registry
 from nbdeploy.runtime.recorder import Recorder
@@ -224,3 +232,39 @@ def test_numbers_get_a_histogram_and_mae():
     assert not panel.live and panel._thread is None and panel.data.mae == pytest.approx(2.0)
     assert "not live" in panel._status.value
     assert panel._accuracy.layout.display is None  # feedback exists: the accuracy (MAE) figure is shown
+
+
+class _Handle:
+    """What the panel needs of a deployment handle (``monitor.source.Source``): its status comes from here."""
+
+    def __init__(self, rec: Any, status: str) -> None:
+        self.name, self.version, self.state, self.asked = rec.name, rec.version, status, 0
+
+    def status(self) -> str:
+        self.asked += 1
+        return self.state
+
+
+def test_the_status_comes_from_the_handle_else_a_callable_else_the_registry():
+    rec = _recorded("monitor-status", lambda d: (d.monthly > 80).astype(int), None)
+    handle = _Handle(rec, "degraded")
+    assert snapshot(handle).status == "degraded" and handle.asked == 1
+    assert snapshot(rec, status=lambda: "degraded").status == "degraded"
+    assert snapshot(handle, status=lambda: "failed").status == "failed"  # an explicit callable wins
+    assert snapshot(rec).status == snapshot(rec.name).status == "stopped"  # no status given: the registry's
+    shown = open_panel(handle, live=False)
+    assert isinstance(shown, StaticPanel) and ">degraded</b>" in shown._repr_html_()
+
+
+def test_a_live_panel_asks_the_handle_and_ends_when_it_says_failed():
+    rec = _recorded("monitor-handle", lambda d: d.monthly * 1.5, None)
+    handle = _Handle(rec, "degraded")  # the registry says stopped; the handle is asked, not the registry
+    panel = open_panel(handle, interval=0.05)
+    try:
+        assert isinstance(panel, Panel) and panel.live and panel.data.status == "degraded"
+        _until(lambda: handle.asked, lambda n: n >= 3, what="the panel to ask the handle on every refresh")
+        handle.state = "failed"
+        panel._thread.join(timeout=30)
+        assert not panel.live and panel.data.status == "failed" and "updates ended" in panel._status.value
+    finally:
+        panel.close()

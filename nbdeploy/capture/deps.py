@@ -36,9 +36,10 @@ def module_owners() -> dict[str, list[str]]:
     """
     global _owners_cache
     key = tuple((p, _mtime(p) if p.endswith(("site-packages", "dist-packages")) else 0) for p in sys.path)
-    if _owners_cache is None or _owners_cache[0] != key:
-        _owners_cache = (key, metadata.packages_distributions())
-    return _owners_cache[1]
+    cached = _owners_cache
+    if cached is None or cached[0] != key:
+        cached = _owners_cache = (key, dict(metadata.packages_distributions()))
+    return cached[1]
 
 
 def _mtime(path: str) -> int:
@@ -71,7 +72,7 @@ def _requires(dist: metadata.Distribution, extras: set[str]) -> list[tuple[str, 
             continue
         if req.marker is not None:
             envs = [dict(env, extra=e) for e in (extras or {""})]
-            if not any(req.marker.evaluate(e) for e in envs):
+            if not any(req.marker.evaluate(e) for e in envs):  # type: ignore[arg-type]
                 continue
         out.append((_canon(req.name), set(req.extras)))
     return out

@@ -59,7 +59,8 @@ def imported_names(code: types.CodeType) -> set[str]:
 
 def functions_in(obj: Any, limit: int = 5000) -> Iterator[types.FunctionType]:
     """Functions reachable from ``obj`` through attributes, containers and class dicts (bounded)."""
-    todo, seen = [obj], set()
+    todo: list[Any] = [obj]
+    seen: set[int] = set()
     while todo and len(seen) < limit:
         cur = todo.pop()
         if id(cur) in seen or isinstance(cur, (str, bytes, int, float, bool, type(None))):

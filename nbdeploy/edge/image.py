@@ -1,4 +1,5 @@
-"""A container image of an edge bundle, on nbdeploy's local Python base image: the bundle plus onnxruntime.
+"""A container image of an edge bundle, on nbdeploy's local Python base image (``nbdeploy.images``): the bundle plus
+onnxruntime.
 
 The image carries the manifest's sha256 in its command, so the server inside checks the bundle at every start.
 """
@@ -52,16 +53,15 @@ def build_image(
     refused here, and the image's server checks it again at every start. Without it, the bundle as it is now
     is pinned (its files must still match its manifest).
     """
-    from ..targets import _baseimage
-    from ..targets._engine import find_engine
+    from .. import images
     from .export import sha256_file, verify_bundle
 
     bundle = Path(bundle)
     if not (bundle / "manifest.json").exists():
         raise EdgeExportError(f"{bundle} is not an edge bundle (no manifest.json)", hint="make one with export_edge")
     expected = manifest_sha256 or sha256_file(bundle / "manifest.json")
-    eng = find_engine(engine)
-    base = _baseimage.resolve(eng, _baseimage.configured(base_image))
+    eng = images.engine(engine)
+    base = images.base_image(eng, base_image)
     with tempfile.TemporaryDirectory(prefix="nbdeploy-edge-image-") as tmp:
         ctx = Path(tmp)
         (ctx / "bundle").mkdir()
@@ -72,9 +72,7 @@ def build_image(
         manifest = verify_bundle(ctx / "bundle", expected)
         (ctx / "Containerfile").write_text(_containerfile(base, manifest, expected))
         eng.run(["build", "-t", tag, "-f", str(ctx / "Containerfile"), str(ctx)], timeout=timeout_s)
-    image_id = eng.image_id(tag) or ""
-    size = eng.run(["image", "inspect", "--format", "{{.Size}}", tag]).stdout.strip()
-    return EdgeImage(tag, image_id, int(size or 0), eng.name, expected)
+    return EdgeImage(tag, eng.image_id(tag) or "", eng.image_size(tag) or 0, eng.name, expected)
 
 
 def _containerfile(base: str, manifest: dict[str, Any], sha: str) -> str:

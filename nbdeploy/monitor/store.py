@@ -9,11 +9,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..record import Info
+from ..reference import REFERENCE, load_reference, save_reference
 from ..runtime.recorder import DB_NAME, connect
 from ..runtime.redact import Redactor
 from ..runtime.schema import InputError, to_model_input
-
-REFERENCE = "reference.pkl"
 
 
 class RequestLog:
@@ -73,7 +73,7 @@ class RequestLog:
             "SELECT r.ts AS ts, r.outputs AS outputs, f.y_true AS y_true, f.ts AS feedback_ts"
             " FROM feedback f JOIN requests r ON r.request_id = f.request_id ORDER BY r.ts"
         )
-        rows = []
+        rows: list[dict[str, Any]] = []
         for ts, outputs, y_true in zip(
             frame.get("ts", []), frame.get("outputs", []), frame.get("y_true", []), strict=False
         ):
@@ -85,23 +85,9 @@ class RequestLog:
         return out
 
 
-def logged_schema(info: dict[str, Any]) -> dict[str, Any]:
+def logged_schema(info: Info) -> dict[str, Any]:
     """The schema of what the request log holds for a version: redacted columns dropped or hashed."""
-    return Redactor(info.get("redact")).schema(info.get("schema") or {})
-
-
-def save_reference(directory: Path, sample: pd.DataFrame | np.ndarray, predictions: Any) -> None:
-    """Keep the deploy-time sample and its predictions beside the request log, for drift."""
-    frame = sample if isinstance(sample, pd.DataFrame) else pd.DataFrame(sample)
-    pd.to_pickle({"inputs": frame, "predictions": np.asarray(predictions)}, directory / REFERENCE)
-
-
-def load_reference(directory: Path) -> tuple[pd.DataFrame, np.ndarray] | None:
-    path = Path(directory) / REFERENCE
-    if not path.exists():
-        return None
-    ref = pd.read_pickle(path)
-    return ref["inputs"], ref["predictions"]
+    return Redactor(info.redact).schema(info.schema)
 
 
 def accuracy_over_time(joined: pd.DataFrame, freq: str = "1min") -> pd.DataFrame:
@@ -120,3 +106,6 @@ def accuracy_over_time(joined: pd.DataFrame, freq: str = "1min") -> pd.DataFrame
         metric = "accuracy"
     grouped = grouped[grouped["count"] > 0]
     return pd.DataFrame({"metric": metric, "value": grouped["mean"], "n": grouped["count"].astype(int)})
+
+
+__all__ = ["REFERENCE", "RequestLog", "accuracy_over_time", "load_reference", "logged_schema", "save_reference"]

@@ -25,7 +25,7 @@ def _concat(frames: list[Frame]) -> Frame:
         return frames[0]
     if isinstance(frames[0], np.ndarray):
         return np.concatenate(frames)
-    return pd.concat(frames, ignore_index=True)
+    return pd.concat([f for f in frames if isinstance(f, pd.DataFrame)], ignore_index=True)
 
 
 class Batcher:
@@ -49,7 +49,8 @@ class Batcher:
         return await future
 
     def _take(self) -> list[tuple[Frame, asyncio.Future[list[Any]]]]:
-        batch, rows = [], 0
+        batch: list[tuple[Frame, asyncio.Future[list[Any]]]] = []
+        rows = 0
         while self._pending and (not batch or rows + len(self._pending[0][0]) <= self.max_rows):
             item = self._pending.pop(0)
             batch.append(item)

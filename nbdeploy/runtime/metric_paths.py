@@ -47,5 +47,5 @@ def install(known: Iterable[str], prefixes: tuple[str, ...] = ()) -> bool:
                 scope = {**scope, "path": OTHER, _REAL_PATH: path}
             await super().__call__(scope, receive, send)
 
-    instruments.RunnerTrafficMetricsMiddleware = BoundedPaths
+    setattr(instruments, "RunnerTrafficMetricsMiddleware", BoundedPaths)  # noqa: B010 (a class BentoML reads)
     return True

@@ -67,7 +67,7 @@ def to_jsonable(out: Any) -> list[Any]:
     if arr.dtype.kind == "M":
         return [None if pd.isna(v) else pd.Timestamp(v).isoformat() for v in arr.ravel()]
     if arr.dtype.kind == "f" and np.isnan(arr).any():
-        return np.where(np.isnan(arr), None, arr.astype(object)).tolist()
+        return np.where(np.isnan(arr), None, arr.astype(object)).tolist()  # type: ignore[call-overload]
     return arr.tolist()
 
 

@@ -160,6 +160,7 @@ class Recorder:
         return (1 if inputs is not None else 0), inputs
 
     def _drain(self) -> None:
+        assert self.path is not None  # started only when enabled
         con = connect(self.path)
         last_purge = 0.0
         while True:

@@ -192,4 +192,4 @@ class NbdeployService:
         return {"accepted": len(accepted)}
 
 
-NbdeployService.add_asgi_middleware(guard.from_environment)
+NbdeployService.add_asgi_middleware(guard.from_environment)  # type: ignore[attr-defined]

@@ -25,7 +25,7 @@ class Watchdog:
         busy_since: Callable[[], float | None],
         timeout_s: float,
         recycle_after_s: float,
-        before_exit: Callable[[], None] = lambda: None,
+        before_exit: Callable[[], object] = lambda: None,
         exit: Callable[[int], None] = os._exit,
     ) -> None:
         self.busy_since = busy_since

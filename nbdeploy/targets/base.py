@@ -1,16 +1,24 @@
-"""The protocol every target implements, and the readiness wait they share."""
+"""The base class every target subclasses, the errors it raises for what it cannot do, and the readiness wait.
+
+Why a base class: the callers (``deploy``, the handle, the lifecycle) call every capability plainly, and a
+target that lacks one says so in one clear error, instead of each caller probing for methods.
+"""
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from pathlib import Path
+from typing import Any, ClassVar
 
 import httpx
 
+from ..errors import NotSupported, TargetError
 from ..registry import Record
 
 
@@ -24,16 +32,84 @@ class Running:
     info: dict[str, Any] = field(default_factory=dict)  # merged into the registry record's info (image ids, ...)
 
 
-class Target(Protocol):
-    name: str
+#: What each optional capability is for, to say which target to deploy to instead.
+_PURPOSE = {
+    "scale": ("runs as one service there", "to run several replicas"),
+    "export": ("has no image to export", "to get an image archive"),
+    "describe": ("has no cluster state to describe", "to see replicas, pods and events"),
+}
 
-    def deploy(self, record: Record, bento_path: str, port: int | None = None) -> Running: ...
 
-    def status(self, record: Record) -> str: ...
+class Target(ABC):
+    """Where a version runs. ``deploy``, ``status``, ``logs`` and ``stop`` are required; the rest have defaults.
 
-    def logs(self, record: Record, lines: int = 200) -> str: ...
+    The constructor's keywords are the target's options (``deploy(..., engine=...)`` or ``target_options=``);
+    it must also work without any: status, logs, stop and rollback make the target with none, from what
+    ``deploy`` recorded in the record's target state (``Running.info`` -> ``Record.state``).
+    """
 
-    def stop(self, record: Record) -> None: ...
+    name: ClassVar[str] = ""
+    #: None if ``deploy(port=...)`` chooses the local port; else why the target takes none (the error's hint).
+    no_port: ClassVar[str | None] = None
+
+    @classmethod
+    def options(cls) -> frozenset[str]:
+        """The option names this target takes: its constructor's keyword parameters."""
+        params = inspect.signature(cls.__init__).parameters.values()
+        kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+        return frozenset(p.name for p in params if p.kind in kinds and p.name != "self")
+
+    def prepare(self) -> dict[str, Any]:
+        """Check what the target needs before anything is built; return options for ``build_bento``."""
+        return {}
+
+    def check_port_option(self, port: int | None) -> None:
+        """Refuse ``port=`` on a target that chooses its own address (before the build, and again at deploy)."""
+        if port is not None and self.no_port:
+            raise TargetError(f"port= is not for the {self.name} target", hint=self.no_port)
+
+    @abstractmethod
+    def deploy(self, record: Record, bento_path: str, port: int | None = None) -> Running:
+        """Start ``record``'s bento; return once it answers ``/readyz``, else raise (leaving nothing behind)."""
+
+    @abstractmethod
+    def status(self, record: Record) -> str:
+        """``running``, ``degraded``, ``starting``, ``stopped`` or ``failed``, for a version recorded as running."""
+
+    @abstractmethod
+    def logs(self, record: Record, lines: int = 200) -> str:
+        """The last ``lines`` of the service's log."""
+
+    @abstractmethod
+    def stop(self, record: Record) -> None:
+        """Stop the version and leave nothing of it running; idempotent."""
+
+    def scale(self, record: Record, n: int) -> dict[str, Any]:
+        """Run ``n`` replicas; return the record's new target info."""
+        raise self.unsupported("scale", record)
+
+    def export(self, record: Record, path: str | Path) -> list[Path]:
+        """Write the version's image (and bento) archives into the folder ``path``; return their paths."""
+        raise self.unsupported("export", record)
+
+    def describe(self, record: Record) -> dict[str, Any]:
+        """Live state beyond ``status`` (replicas, pods, events), for ``Deployment.info()``."""
+        raise self.unsupported("describe", record)
+
+    def unsupported(self, verb: str, record: Record) -> NotSupported:
+        """The error for a capability this target has not, naming the targets that have it."""
+        from . import supporting
+
+        what, purpose = _PURPOSE.get(verb, ("", ""))
+        where = f"'{record.name}' v{record.version}" + (f" {what}" if what else "")
+        others = supporting(verb)
+        hint = (
+            f"{verb} is for the {' or '.join(others)} target: deploy with target='{others[0]}' {purpose}".rstrip()
+            if others
+            else f"no registered target supports {verb}"
+        )
+        target = self.name or type(self).__name__
+        return NotSupported(f"{verb} is not supported on the {target} target: {where}", hint=hint)
 
 
 _probe_client: httpx.Client | None = None
@@ -67,10 +143,8 @@ def wait_ready(url: str, alive: Callable[[], bool], deadline_s: float, failed: C
 
 def check_python(record: Record, target_python: str) -> None:
     """Refuse to serve an artifact pickled under another Python major.minor (pickles are not portable)."""
-    captured = str(record.info.get("lineage", {}).get("python", ""))
+    captured = str(record.info.lineage.get("python", ""))
     if captured and captured.split(".")[:2] != target_python.split(".")[:2]:
-        from ..errors import TargetError
-
         raise TargetError(
             f"'{record.name}' v{record.version} was captured with Python {captured}, "
             f"but the {record.target} target runs Python {target_python}",
@@ -99,14 +173,14 @@ def service_env(record: Record, root: str) -> dict[str, str]:
     env = {
         "NBDEPLOY_DATA_DIR": f"{root}/v{record.version}",
         "NBDEPLOY_KEYS_FILE": f"{root}/keys.json",
-        "NBDEPLOY_AUTH": "required" if record.info.get("auth", True) else "off",
+        "NBDEPLOY_AUTH": "required" if record.info.auth else "off",
         # the hash the service checks the artifact against, from the registry, not from the bento it checks
-        "NBDEPLOY_ARTIFACT_SHA256": str(record.info.get("sha256", "")),
+        "NBDEPLOY_ARTIFACT_SHA256": record.info.sha256,
     }
-    if record.info.get("redact"):  # columns kept out of the request log; the salt stays in a file beside the keys
-        env["NBDEPLOY_REDACT"] = json.dumps(record.info["redact"])
+    if record.info.redact:  # columns kept out of the request log; the salt stays in a file beside the keys
+        env["NBDEPLOY_REDACT"] = json.dumps(record.info.redact)
         env["NBDEPLOY_REDACT_SALT_FILE"] = f"{root}/redact.salt"
-    for name, value in (record.info.get("limits") or {}).items():
+    for name, value in record.info.limits.items():
         env[LIMITS[name]] = str(value)
     if os.environ.get("NBDEPLOY_ACCESS_LOG"):  # BentoML's line per request, off by default (it costs throughput)
         env["NBDEPLOY_ACCESS_LOG"] = os.environ["NBDEPLOY_ACCESS_LOG"]

@@ -1,8 +1,8 @@
-"""The container target: an image built from the bento with BentoML's containerize, run with podman or docker.
+"""The container target: the version's service image (``nbdeploy.images``), run with podman or docker.
 
-The image starts from a local base image (``_baseimage``) instead of BentoML's default ``python:X.Y-slim``
-plus build-essential and git: nothing is pulled, and the image is half the size. The container publishes
-its port on 127.0.0.1 only, restarts on failure, and runs under an init so a stop is quick.
+The image starts from a local base image instead of BentoML's default ``python:X.Y-slim`` plus build-essential
+and git: nothing is pulled, and the image is half the size. The container publishes its port on 127.0.0.1 only,
+restarts on failure, and runs under an init so a stop is quick.
 """
 
 from __future__ import annotations
@@ -10,27 +10,25 @@ from __future__ import annotations
 import contextlib
 import os
 import subprocess
-import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from .. import config
-from ..errors import ImageBuildError, TargetError
+from ..errors import TargetError
+from ..images import BENTO_UID, SERVICE_PORT, Engine, ImageBuilder, image_tag, recorded
 from ..package import bento_env
 from ..registry import Record
-from . import _baseimage, _process
-from ._engine import Engine, engine_named, find_engine
-from .base import Running, is_ready, service_env, wait_ready
+from . import _process
+from .base import Running, Target, is_ready, service_env, wait_ready
+
+__all__ = ["BENTO_UID", "SERVICE_PORT", "ContainerTarget", "container_name", "image_tag"]
 
 READY_DEADLINE_S = 120.0
-BUILD_TIMEOUT_S = 1800.0
-SERVICE_PORT = 3000  # BentoML's port inside the image
+EXPORT_TIMEOUT_S = 1800.0
 RESTART = "unless-stopped"
 DATA_MOUNT = "/var/lib/nbdeploy"  # deployments/NAME inside the container: API key hashes, request log
-BENTO_UID = 1034  # the user BentoML's Dockerfile creates and runs as
 _UP = {"created", "configured", "initialized", "running"}
 STARTUP_FAILED = "Application startup failed"
 
@@ -39,54 +37,32 @@ def container_name(record: Record) -> str:
     return f"nbdeploy-{record.name}-v{record.version}"
 
 
-def image_tag(record: Record) -> str:
-    """The image's name: the bento's tag (``nbdeploy-NAME:vVERSION-SHA``), lowercase as engines want it."""
-    return (record.bento_tag or f"nbdeploy-{record.name}:v{record.version}").lower()
-
-
-def _recorded(record: Record) -> dict[str, Any]:
-    return dict(record.info.get("container") or {})
-
-
 def _dir(record: Record) -> Path:
     return config.deployment_dir(record.name, record.version)
 
 
-class ContainerTarget:
+class ContainerTarget(Target):
+    """Run a version's image with ``engine`` (podman, docker; default: the first that works), built on
+    ``base_image`` (default: NBDEPLOY_BASE_IMAGE, else nbdeploy's own)."""
+
     name = "container"
 
     def __init__(self, engine: str | None = None, base_image: str | None = None) -> None:
-        self._engine_name = engine
-        self._base_image = base_image
-        self._engine: Engine | None = None
-
-    # -- before the bento is built -------------------------------------------------------------------------------
-
-    def _find(self) -> Engine:
-        if self._engine is None:
-            self._engine = find_engine(self._engine_name)
-        return self._engine
+        self._images = ImageBuilder(engine=engine, base_image=base_image)
 
     def prepare(self) -> dict[str, Any]:
         """Check engine and base image before anything is built; return the bento's image options."""
-        base = _baseimage.resolve(self._find(), _baseimage.configured(self._base_image))
-        return {"image": {"base_image": base, "distro": "custom", "python_version": _baseimage.session_python()}}
+        return self._images.prepare()
 
-    # -- the Target protocol -------------------------------------------------------------------------------------
-
-    def _engine_for(self, record: Record) -> Engine:
-        recorded = _recorded(record).get("engine")
-        if self._engine is None and recorded and not self._engine_name:
-            return engine_named(recorded)
-        return self._find()
+    # -- the Target contract -------------------------------------------------------------------------------------
 
     def deploy(self, record: Record, bento_path: str, port: int | None = None) -> Running:
-        engine = self._engine_for(record)
+        engine = self._images.engine_for(record)
         if port is None:
             port = _process.free_port()
         else:
             _process.check_port(port)
-        info = {"engine": engine.name, **self._image(engine, record)}
+        info = {"engine": engine.name, **self._images.image(engine, record)}
         name = container_name(record)
         self._clear_name(engine, name)
         labels = {"nbdeploy.name": record.name, "nbdeploy.version": str(record.version), "nbdeploy.home": _home()}
@@ -117,21 +93,21 @@ class ContainerTarget:
 
     def status(self, record: Record) -> str:
         """Called for versions the registry holds as running: a container gone or exited means it failed."""
-        state = _state(self._engine_for(record), record)
+        state = _state(self._images.engine_for(record), record)
         if state is None or state[0] not in _UP | {"restarting", "paused"}:
             return "failed"
         return "running" if state[0] == "running" and record.url and is_ready(record.url) else "degraded"
 
     def logs(self, record: Record, lines: int = 200) -> str:
-        engine = self._engine_for(record)
-        name = _recorded(record).get("container") or container_name(record)
+        engine = self._images.engine_for(record)
+        name = recorded(record).get("container") or container_name(record)
         if engine.container_state(name) is not None:
             return _container_logs(engine, name, lines)
         return _process.tail(_dir(record) / "container.log", lines)
 
     def stop(self, record: Record) -> None:
-        engine = self._engine_for(record)
-        name = _recorded(record).get("container") or container_name(record)
+        engine = self._images.engine_for(record)
+        name = recorded(record).get("container") or container_name(record)
         _remove(engine, name, _dir(record))
         if engine.container_state(name) is not None:
             raise TargetError(
@@ -142,8 +118,8 @@ class ContainerTarget:
 
     def export(self, record: Record, path: str | Path) -> list[Path]:
         """Write the image archive (``ENGINE load -i``) and the bento archive (``bentoml import``) into ``path``."""
-        rec = _recorded(record)
-        engine = self._engine_for(record)
+        rec = recorded(record)
+        engine = self._images.engine_for(record)
         if not rec.get("image_id") or engine.image_id(rec["image_id"]) is None:
             raise TargetError(
                 f"'{record.name}' v{record.version} has no image in {engine.name}",
@@ -154,26 +130,10 @@ class ContainerTarget:
         stem = f"nbdeploy-{record.name}-v{record.version}"
         image_archive = out / f"{stem}.image.tar"
         image_archive.unlink(missing_ok=True)
-        engine.run(["save", "-o", str(image_archive), rec["image"]], timeout=BUILD_TIMEOUT_S)
+        engine.run(["save", "-o", str(image_archive), rec["image"]], timeout=EXPORT_TIMEOUT_S)
         return [image_archive, _export_bento(record, out / f"{stem}.bento")]
 
-    # -- image ---------------------------------------------------------------------------------------------------
-
-    def _image(self, engine: Engine, record: Record) -> dict[str, Any]:
-        """The image to run: the one recorded if the engine still has it, else a new build."""
-        rec = _recorded(record)
-        if rec.get("image_id") and engine.image_id(rec["image_id"]):
-            return {k: rec[k] for k in ("image", "image_id", "build_s", "size_bytes") if k in rec}
-        if not record.bento_tag:
-            raise TargetError(f"'{record.name}' v{record.version} has no bento to build an image from")
-        tag = image_tag(record)
-        t0 = time.perf_counter()
-        _containerize(engine, record.bento_tag, tag, _dir(record) / "build.log")
-        image_id = engine.image_id(tag)
-        if image_id is None:
-            raise ImageBuildError(f"the build of {tag} reported success but {engine.name} has no such image")
-        build_s = round(time.perf_counter() - t0, 1)
-        return {"image": tag, "image_id": image_id, "build_s": build_s, "size_bytes": engine.image_size(image_id)}
+    # -- helpers -------------------------------------------------------------------------------------------------
 
     def _clear_name(self, engine: Engine, name: str) -> None:
         """Remove a leftover container of this name made from this NBDEPLOY_HOME; refuse to touch anyone else's."""
@@ -213,7 +173,7 @@ def _home() -> str:
 
 
 def _state(engine: Engine, record: Record) -> tuple[str, int] | None:
-    return engine.container_state(_recorded(record).get("container") or container_name(record))
+    return engine.container_state(recorded(record).get("container") or container_name(record))
 
 
 def _alive(engine: Engine, name: str) -> bool:
@@ -251,33 +211,6 @@ def _remove(engine: Engine, name: str, keep_logs_in: Path) -> Path:
             log.write_text(_container_logs(engine, name, 5000) + "\n")
         engine.remove(name)
     return log
-
-
-def _containerize(engine: Engine, bento_tag: str, image: str, log: Path) -> None:
-    """``bentoml containerize`` with ``engine`` as backend, from nbdeploy's bento store; output goes to ``log``."""
-    with tempfile.TemporaryDirectory(prefix="nbdeploy-bentoml-") as tmp:
-        (Path(tmp) / "bentos").symlink_to(config.bento_store().resolve(), target_is_directory=True)
-        env = {**engine.env(), **bento_env(), "BENTOML_HOME": tmp}
-        env["PATH"] = os.pathsep.join([str(Path(engine.binary).parent), env.get("PATH", "")])
-        cmd = [sys.executable, "-m", "bentoml", "containerize", bento_tag, "--backend", engine.name]
-        cmd += ["--image-tag", image, "--opt", f"label=nbdeploy.home={_home()}"]
-        with open(log, "wb") as out:
-            proc = subprocess.Popen(
-                cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True
-            )
-            try:
-                returncode = proc.wait(timeout=BUILD_TIMEOUT_S)
-            except BaseException as exc:  # timeout or interrupt: the engine's build must not go on without us
-                _process.stop_group(proc.pid, grace_s=5.0)
-                proc.wait()
-                if isinstance(exc, subprocess.TimeoutExpired):
-                    raise ImageBuildError(f"the image build of {image} took over {BUILD_TIMEOUT_S:.0f} s") from None
-                raise
-    if returncode != 0:
-        raise ImageBuildError(
-            f"building the image {image} with {engine.name} failed (exit {returncode}); full log: {log}",
-            hint="last lines of the build log:\n" + _process.tail(log, 25),
-        )
 
 
 def _export_bento(record: Record, dest: Path) -> Path:

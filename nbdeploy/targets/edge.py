@@ -21,7 +21,7 @@ from .. import config
 from ..errors import TargetError
 from ..registry import Record
 from . import _process
-from .base import Running, is_ready, service_env, wait_ready
+from .base import Running, Target, is_ready, service_env, wait_ready
 
 READY_DEADLINE_S = 60.0
 BUNDLE = "edge"
@@ -38,22 +38,22 @@ def _server(record: Record) -> Path:
 def export_record(record: Record, path: str | Path, quantize: bool = False) -> Any:
     """The edge bundle of a deployed version, from its bento's artifact, checked on its reference sample."""
     from ..edge import export_edge
-    from ..monitor.store import load_reference
+    from ..reference import load_reference
     from ..runtime.model import load_model, read_meta
 
     reference = load_reference(_dir(record))
     if reference is None or not record.bento_path:
         raise TargetError(f"'{record.name}' v{record.version} has no bento or reference sample to export from")
     artifact = Path(record.bento_path) / "src" / "artifact"
-    obj = load_model(artifact, read_meta(artifact), expected=record.info.get("sha256"))
-    data = reference[0]
-    schema = record.info.get("schema")
+    obj = load_model(artifact, read_meta(artifact), expected=record.info.sha256)
+    data: Any = reference[0]
+    schema = record.info.schema
     if schema and schema.get("kind") == "ndarray":
         data = data.to_numpy()
-    return export_edge(obj, path, data, quantize=quantize, lineage=record.info.get("lineage"), schema=schema)
+    return export_edge(obj, path, data, quantize=quantize, lineage=record.info.lineage, schema=schema)
 
 
-class EdgeTarget:
+class EdgeTarget(Target):
     name = "edge"
 
     def prepare(self) -> dict[str, Any]:
@@ -68,7 +68,7 @@ class EdgeTarget:
     def deploy(self, record: Record, bento_path: str, port: int | None = None) -> Running:
         server = _server(record)
         info: dict[str, Any] = {}
-        expected = (record.info.get("edge") or {}).get("manifest_sha256")
+        expected = (record.state.get("edge") or {}).get("manifest_sha256")
         if not server.exists() or not expected:  # a rollback serves the bundle made at deploy, as recorded then
             made = export_record(replace(record, bento_path=bento_path), server.parent)
             expected = made.manifest_sha256

@@ -12,7 +12,7 @@ from ..errors import TargetError
 from ..package import bento_env
 from ..registry import Record
 from . import _process
-from .base import Running, check_python, is_ready, service_env, wait_ready
+from .base import Running, Target, check_python, is_ready, service_env, wait_ready
 
 READY_DEADLINE_S = 120.0
 STARTUP_FAILED = "Application startup failed"
@@ -38,7 +38,7 @@ def _cause(log: Path, offset: int) -> str:
     return errors[-1] if errors else "see the server log below"
 
 
-class LocalTarget:
+class LocalTarget(Target):
     name = "local"
 
     def deploy(self, record: Record, bento_path: str, port: int | None = None) -> Running:

@@ -117,7 +117,7 @@ def connect(context: str | None = None, namespace: str | None = None) -> Cluster
         api = kube_config.new_client_from_config(config_file=path, context=chosen, persist_config=False)
     except (ConfigException, OSError) as exc:
         raise TargetError(f"cannot load kube context '{chosen}': {exc}") from None
-    return Cluster(_dynamic(dynamic, api), chosen, ns)
+    return Cluster(_dynamic(dynamic, api), str(chosen), ns)
 
 
 def _in_cluster(namespace: str | None) -> Cluster:

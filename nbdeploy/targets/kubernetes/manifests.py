@@ -23,10 +23,10 @@ import re
 from typing import Any
 
 from ...errors import TargetError
+from ...images import BENTO_UID, SERVICE_PORT
 from ...package import bento_env
 from ...registry import Record
 from ..base import service_env
-from ..container import BENTO_UID, SERVICE_PORT
 
 DATA_ROOT = "/var/lib/nbdeploy"  # an emptyDir: NBDEPLOY_DATA_DIR (request log) is DATA_ROOT/vN
 KEYS_DIR = "/etc/nbdeploy/keys"  # the Secret, mounted read-only
@@ -74,23 +74,23 @@ def labels(record: Record) -> dict[str, str]:
         out["app.kubernetes.io/version"] = f"v{record.version}"
         out["nbdeploy.io/version"] = str(record.version)
     info = record.info
-    if info.get("sha256"):
-        out["nbdeploy.io/artifact"] = _short(str(info["sha256"]))
-    reqs = str((info.get("lineage") or {}).get("requirements_sha256") or "")
+    if info.sha256:
+        out["nbdeploy.io/artifact"] = _short(info.sha256)
+    reqs = str(info.lineage.get("requirements_sha256") or "")
     if reqs:
         out["nbdeploy.io/requirements"] = _short(reqs)
     return out
 
 
-def annotations(record: Record) -> dict[str, str]:
+def lineage_annotations(record: Record) -> dict[str, str]:
     """The full lineage: artifact and requirements sha256, bento, image id, Python, commit, who and when."""
-    info, lin = record.info, record.info.get("lineage") or {}
+    info, lin = record.info, record.info.lineage
     out = {
-        "nbdeploy.io/artifact-sha256": info.get("sha256"),
+        "nbdeploy.io/artifact-sha256": info.sha256,
         "nbdeploy.io/requirements-sha256": lin.get("requirements_sha256"),
         "nbdeploy.io/bento": record.bento_tag,
-        "nbdeploy.io/image-id": (info.get("container") or {}).get("image_id"),
-        "nbdeploy.io/kind": info.get("kind"),
+        "nbdeploy.io/image-id": (record.state.get("container") or {}).get("image_id"),
+        "nbdeploy.io/kind": info.kind,
         "nbdeploy.io/python": lin.get("python"),
         "nbdeploy.io/git-commit": lin.get("git_commit"),
         "nbdeploy.io/git-dirty": None if lin.get("git_commit") is None else str(bool(lin.get("git_dirty"))).lower(),
@@ -173,12 +173,12 @@ def render(
     """
     if not isinstance(replicas, int) or replicas < 1:
         raise TargetError(f"replicas must be a positive integer, got {replicas!r}")
-    auth = bool(record.info.get("auth", True))
+    auth = record.info.auth
     res = _resources(resources)
     scaling = _hpa(hpa, replicas)
     if scaling and "cpu" not in res.get("requests", {}):
         raise TargetError("a CPU autoscaler needs a CPU request", hint="set resources['requests']['cpu'] or hpa=False")
-    names, lab, ann, sel = _names(record), labels(record), annotations(record), selector(record)
+    names, lab, ann, sel = _names(record), labels(record), lineage_annotations(record), selector(record)
 
     def meta(name: str) -> dict[str, Any]:
         out: dict[str, Any] = {"name": name}
@@ -189,7 +189,7 @@ def render(
         return out
 
     probe = {"httpGet": {"path": "/readyz", "port": PORT_NAME}, "timeoutSeconds": 2}
-    container = {
+    container: dict[str, Any] = {
         "name": CONTAINER,
         "image": image,
         "imagePullPolicy": "IfNotPresent",

@@ -1,12 +1,12 @@
-"""The Kubernetes target: the container target's image, pushed to a registry, applied to a cluster and waited for.
+"""The Kubernetes target: the version's service image, pushed to a registry, applied to a cluster and waited for.
 
-``deploy`` builds the image with the container target (the same build, reused when the engine has it), pushes it
-to ``registry`` and renders the manifests (``manifests.render``) with the image by digest, so every pod runs the
-bytes that were built. Each object is applied with server-side apply (field manager ``nbdeploy``, forced: nbdeploy
-owns what it renders), through the official ``kubernetes`` client, to the current kube context or ``context=``.
-The rollout is waited for as ``kubectl rollout status`` does; a pod that cannot run (image pull, crash loop,
-unschedulable) or the deadline fails the deploy with the pod, the reason and its last log lines, and what was applied
-is undone: deleted, or, when a previous version owned these objects, put back as it was.
+``deploy`` builds the image with ``nbdeploy.images`` (the container target's build, reused if the engine has it),
+pushes it to ``registry`` and renders the manifests (``manifests.render``) with the image by digest, so every pod
+runs the bytes that were built. Each object is applied with server-side apply (field manager ``nbdeploy``, forced:
+nbdeploy owns what it renders), through the official ``kubernetes`` client, to the current kube context or
+``context=``. The rollout is waited for as ``kubectl rollout status`` does; a pod that cannot run (image pull, crash
+loop, unschedulable) or the deadline fails the deploy with the pod, the reason and its last log lines, and what was
+applied is undone: deleted, or, when a previous version owned these objects, put back as it was.
 
 One name is one set of objects (Deployment ``NAME``, Service, ...): a new version updates them in place and the
 Deployment rolls over (``maxUnavailable: 0``), so ``stop`` of an older version leaves objects that a newer version
@@ -27,30 +27,20 @@ from typing import Any
 
 from ... import keys
 from ...errors import TargetError
+from ...images import ImageBuilder
 from ...registry import Record
-from ..base import Running
-from ..container import ContainerTarget
+from ..base import Running, Target
 from .cluster import Cluster, call, connect, describe_error
 from .manifests import DEFAULT_REPLICAS, MANAGER, SERVICE_PORT_EXTERNAL, by_digest, render
+from .objects import as_applied, condition, name_of, pod_failure, pod_summary, recent_events, rollout, scaling
 
 ROLLOUT_DEADLINE_S = 300.0  # a first pull of a ~600 MB image plus the startup probe's 120 s
 POLL_S = 1.0
 LOG_LINES = 20
-#: Container waiting reasons that do not fix themselves: the deploy fails at once instead of at the deadline.
-FAILING = {
-    "ImagePullBackOff",
-    "ErrImagePull",
-    "InvalidImageName",
-    "CrashLoopBackOff",
-    "CreateContainerConfigError",
-    "CreateContainerError",
-    "RunContainerError",
-}
-_SERVER_FIELDS = ("uid", "resourceVersion", "generation", "creationTimestamp", "managedFields", "selfLink")
 
 
 def recorded(record: Record) -> dict[str, Any]:
-    return dict(record.info.get("kubernetes") or {})
+    return dict(record.state.get("kubernetes") or {})
 
 
 def _kref(doc: dict[str, Any]) -> str:
@@ -66,15 +56,16 @@ _API_VERSIONS = {
 }
 
 
-class KubernetesTarget:
+class KubernetesTarget(Target):
     """Run a version on a Kubernetes cluster; ``registry`` is where the cluster pulls images from.
 
     ``replicas`` (default 2) is the HPA's minimum (it scales to 3x at 70 % CPU) or, with ``hpa=False``, the
     fixed count. ``context``/``namespace`` default to the kubeconfig's current context and its namespace.
-    ``engine`` and ``base_image`` are the container target's, for the image build and the push.
+    ``engine`` and ``base_image`` choose the image build's engine and base, as for the container target.
     """
 
     name = "kubernetes"
+    no_port = "the Service listens on port 80"
 
     def __init__(
         self,
@@ -95,14 +86,14 @@ class KubernetesTarget:
         self._namespace = namespace
         self._hpa = hpa
         self._timeout = timeout
-        self._container = ContainerTarget(engine=engine, base_image=base_image)
+        self._images = ImageBuilder(engine=engine, base_image=base_image)
         self.poll_s = POLL_S
 
     # -- before the bento is built -------------------------------------------------------------------------------
 
     def prepare(self) -> dict[str, Any]:
         """Check the registry option, the kube context and the API server, then the container engine and base
-        image, all before anything is built; return the bento's image options (the container target's)."""
+        image, all before anything is built; return the bento's image options."""
         if not self._registry:
             raise TargetError(
                 "the kubernetes target needs registry=",
@@ -111,17 +102,16 @@ class KubernetesTarget:
             )
         cluster = connect(self._context, self._namespace)
         call(cluster, "reach the API server", lambda: cluster.client.request("get", "/version", serialize=False))
-        return self._container.prepare()
+        return self._images.prepare()
 
-    # -- the Target protocol -------------------------------------------------------------------------------------
+    # -- the Target contract -------------------------------------------------------------------------------------
 
     def _cluster(self, record: Record) -> Cluster:
         rec = recorded(record)
         return connect(self._context or rec.get("context"), self._namespace or rec.get("namespace"))
 
     def deploy(self, record: Record, bento_path: str, port: int | None = None) -> Running:
-        if port is not None:
-            raise TargetError("port= is not for the kubernetes target", hint="the Service listens on port 80")
+        self.check_port_option(port)
         cluster = self._cluster(record)
         rec = recorded(record)
         image, digest, built = self._publish(record)
@@ -148,7 +138,7 @@ class KubernetesTarget:
             "digest": digest,
             "objects": [_kref(d) for d in docs],
             "replicas": replicas,
-            "hpa": _scaling(docs),
+            "hpa": scaling(docs),
             "ready_s": round(time.perf_counter() - t0, 2),
             # an in-cluster client has no kubeconfig context to name
             "port_forward": ("kubectl " if cluster.context == "in-cluster" else f"kubectl --context {cluster.context} ")
@@ -175,11 +165,11 @@ class KubernetesTarget:
         if dep is None:
             return {**out, "status": "failed", "reason": f"Deployment/{name} is not on the cluster"}
         labels = (dep.get("metadata") or {}).get("labels") or {}
-        done, desired, counts = _rollout(dep)
+        done, desired, counts = rollout(dep)
         pods = call(cluster, "list pods", lambda: self._pods(cluster, record))
-        out.update(desired=desired, **counts, pods=[_pod_summary(p) for p in pods])
-        failure = next((f for f in map(_pod_failure, pods) if f), None)
-        stalled = _condition(dep, "Progressing")
+        out.update(desired=desired, **counts, pods=[pod_summary(p) for p in pods])
+        failure = next((f for f in map(pod_failure, pods) if f), None)
+        stalled = condition(dep, "Progressing")
         if labels.get("nbdeploy.io/version") not in (None, str(record.version)):
             out.update(status="stopped", reason=f"version {labels['nbdeploy.io/version']} now owns Deployment/{name}")
         elif failure:
@@ -189,7 +179,7 @@ class KubernetesTarget:
         else:
             out["status"] = "stopped" if desired == 0 else "running" if done else "starting"
         with contextlib.suppress(TargetError):
-            out["events"] = call(cluster, "list events", lambda: _events(cluster, name, events))
+            out["events"] = call(cluster, "list events", lambda: recent_events(cluster, name, events))
         return out
 
     def logs(self, record: Record, lines: int = 200) -> str:
@@ -245,7 +235,7 @@ class KubernetesTarget:
         docs = self._render(record, rec["image"], cluster, n, hpa)
         for doc in docs:
             call(cluster, f"apply {_kref(doc)}", lambda d=doc: cluster.apply(d))
-        return {**rec, "replicas": n, "hpa": _scaling(docs), "objects": [_kref(d) for d in docs]}
+        return {**rec, "replicas": n, "hpa": scaling(docs), "objects": [_kref(d) for d in docs]}
 
     # -- steps ---------------------------------------------------------------------------------------------------
 
@@ -256,8 +246,8 @@ class KubernetesTarget:
             return str(rec["image"]), str(rec["digest"]), {}
         if not self._registry:
             raise TargetError("the kubernetes target needs registry=", hint="where the cluster pulls images from")
-        engine = self._container._engine_for(record)
-        built = self._container._image(engine, record)  # the container target's build, reused if it exists
+        engine = self._images.engine_for(record)
+        built = self._images.image(engine, record)  # the container target's build, reused if it exists
         dest = f"{self._registry}/{built['image']}"
         t0 = time.perf_counter()
         digest = engine.push(built["image_id"], dest)
@@ -267,14 +257,14 @@ class KubernetesTarget:
     def _render(
         self, record: Record, image: str, cluster: Cluster, replicas: int, hpa: bool | dict[str, int]
     ) -> list[dict[str, Any]]:
-        hashes = keys.read_hashes(record.name) if record.info.get("auth", True) else None
+        hashes = keys.read_hashes(record.name) if record.info.auth else None
         return render(record, image, replicas=replicas, hpa=hpa, namespace=cluster.namespace, key_hashes=hashes)
 
     def _snapshot(self, cluster: Cluster, docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
         """The objects that exist before the apply (a previous version's), to put back if this one fails."""
         found = {}
         for doc in docs:
-            obj = call(cluster, f"read {_kref(doc)}", lambda d=doc: cluster.get(d["apiVersion"], d["kind"], _name(d)))
+            obj = call(cluster, f"read {_kref(doc)}", lambda d=doc: cluster.get(d["apiVersion"], d["kind"], name_of(d)))
             if obj is not None:
                 found[_kref(doc)] = obj
         return found
@@ -286,9 +276,9 @@ class KubernetesTarget:
             ref = _kref(doc)
             try:
                 if ref in before:
-                    cluster.apply(_as_applied(before[ref], doc))
+                    cluster.apply(as_applied(before[ref], doc))
                 else:
-                    cluster.delete(doc["apiVersion"], doc["kind"], _name(doc))
+                    cluster.delete(doc["apiVersion"], doc["kind"], name_of(doc))
             except Exception:  # keep undoing the rest
                 continue
 
@@ -300,24 +290,24 @@ class KubernetesTarget:
 
     def _wait(self, cluster: Cluster, record: Record, docs: list[dict[str, Any]]) -> None:
         """Until the Deployment has rolled out (as ``kubectl rollout status``), a pod cannot run, or the deadline."""
-        name = _name(next(d for d in docs if d["kind"] == "Deployment"))
-        at_least = (_scaling(docs) or {}).get("min_replicas", 0)  # the HPA raises replicas to its minimum
+        name = name_of(next(d for d in docs if d["kind"] == "Deployment"))
+        at_least = (scaling(docs) or {}).get("min_replicas", 0)  # the HPA raises replicas to its minimum
         end = time.monotonic() + self._timeout
         while True:
             dep = call(cluster, f"read Deployment/{name}", lambda: cluster.get("apps/v1", "Deployment", name))
             if dep is None:
                 raise TargetError(f"Deployment/{name} disappeared from {cluster.namespace} during the rollout")
-            done, desired, counts = _rollout(dep, at_least)
+            done, desired, counts = rollout(dep, at_least)
             if done:
                 return
             pods = call(cluster, "list pods", lambda: self._pods(cluster, record))
-            failure = next((f for f in map(_pod_failure, pods) if f), None)
-            progressing = _condition(dep, "Progressing") or {}
+            failure: tuple[str | None, str, str] | None = next((f for f in map(pod_failure, pods) if f), None)
+            progressing = condition(dep, "Progressing") or {}
             if failure is None and progressing.get("status") == "False":
                 failure = (pods[0]["metadata"]["name"] if pods else None, str(progressing.get("reason")), "")
             if failure is None and time.monotonic() > end:
-                waiting = next((p for p in pods if not _pod_summary(p)["ready"]), pods[0] if pods else None)
-                summary = _pod_summary(waiting) if waiting else {}
+                waiting = next((p for p in pods if not pod_summary(p)["ready"]), pods[0] if pods else None)
+                summary = pod_summary(waiting) if waiting else {}
                 why = f"not ready after {self._timeout:.0f} s ({counts['ready']}/{desired} ready)"
                 failure = (summary.get("name"), why, str(summary.get("reason") or ""))
             if failure is not None:
@@ -343,97 +333,3 @@ class KubernetesTarget:
             f"{what}: pod {pod} is {reason}{detail}; what was applied is undone",
             hint=f"last lines of pod {pod}'s log:\n{log or '(empty)'}",
         )
-
-
-# -- reading objects ------------------------------------------------------------------------------------------------
-
-
-def _name(doc: dict[str, Any]) -> str:
-    return str(doc["metadata"]["name"])
-
-
-def _as_applied(obj: dict[str, Any], doc: dict[str, Any]) -> dict[str, Any]:
-    """An object read from the server, fit to apply again: no status, no server-owned metadata."""
-    out = {k: v for k, v in obj.items() if k != "status"}
-    out["apiVersion"], out["kind"] = doc["apiVersion"], doc["kind"]
-    out["metadata"] = {k: v for k, v in (obj.get("metadata") or {}).items() if k not in _SERVER_FIELDS}
-    return out
-
-
-def _scaling(docs: list[dict[str, Any]]) -> dict[str, int] | None:
-    hpa = next((d for d in docs if d["kind"] == "HorizontalPodAutoscaler"), None)
-    if hpa is None:
-        return None
-    spec = hpa["spec"]
-    cpu = spec["metrics"][0]["resource"]["target"]["averageUtilization"]
-    return {"min_replicas": spec["minReplicas"], "max_replicas": spec["maxReplicas"], "cpu_utilization": cpu}
-
-
-def _rollout(dep: dict[str, Any], at_least: int = 0) -> tuple[bool, int, dict[str, int]]:
-    """(rolled out, desired, counts) as ``kubectl rollout status`` judges a Deployment, and at least ``at_least``
-    replicas: a new Deployment starts at 1 and its HPA raises it to the minimum a moment later."""
-    spec, st, meta = dep.get("spec") or {}, dep.get("status") or {}, dep.get("metadata") or {}
-    desired = max(int(spec.get("replicas", 1)), at_least)
-    counts = {k: int(st.get(f"{k}Replicas", 0)) for k in ("updated", "ready", "available")}
-    counts["total"] = int(st.get("replicas", counts["updated"]))
-    observed = int(st.get("observedGeneration", 0)) >= int(meta.get("generation", 0))
-    done = observed and counts["total"] <= counts["updated"] and min(counts.values()) >= desired
-    return done, desired, counts
-
-
-def _condition(obj: dict[str, Any], kind: str) -> dict[str, Any] | None:
-    return next((c for c in (obj.get("status") or {}).get("conditions") or [] if c.get("type") == kind), None)
-
-
-def _pod_failure(pod: dict[str, Any]) -> tuple[str, str, str] | None:
-    """(pod, reason, message) if the pod cannot run without someone fixing something, else None."""
-    name = pod["metadata"]["name"]
-    scheduled = _condition(pod, "PodScheduled")
-    if scheduled and scheduled.get("status") == "False" and scheduled.get("reason") == "Unschedulable":
-        return name, "Unschedulable", str(scheduled.get("message", ""))
-    status = pod.get("status") or {}
-    for cs in [*(status.get("initContainerStatuses") or []), *(status.get("containerStatuses") or [])]:
-        waiting = (cs.get("state") or {}).get("waiting") or {}
-        if waiting.get("reason") in FAILING:
-            return name, str(waiting["reason"]), str(waiting.get("message", ""))
-    return None
-
-
-def _pod_summary(pod: dict[str, Any]) -> dict[str, Any]:
-    status = pod.get("status") or {}
-    statuses = status.get("containerStatuses") or []
-    reason = next(
-        (r for cs in statuses for r in [((cs.get("state") or {}).get("waiting") or {}).get("reason")] if r), None
-    )
-    ready = _condition(pod, "Ready")
-    return {
-        "name": pod["metadata"]["name"],
-        "phase": status.get("phase"),
-        "ready": bool(ready and ready.get("status") == "True"),
-        "restarts": sum(int(cs.get("restartCount", 0)) for cs in statuses),
-        "reason": reason,
-    }
-
-
-def _events(cluster: Cluster, name: str, n: int) -> list[dict[str, Any]]:
-    """The last ``n`` events of the Deployment, its ReplicaSets and pods (their names start with the Deployment's)."""
-    items = [e for e in cluster.list("v1", "Event") if str(_involved(e).get("name", "")).startswith(name)]
-
-    def when(e: dict[str, Any]) -> str:
-        meta = e.get("metadata") or {}
-        return str(e.get("lastTimestamp") or e.get("eventTime") or meta.get("creationTimestamp") or "")
-
-    return [
-        {
-            "time": when(e),
-            "type": e.get("type"),
-            "reason": e.get("reason"),
-            "object": f"{_involved(e).get('kind')}/{_involved(e).get('name')}",
-            "message": e.get("message"),
-        }
-        for e in sorted(items, key=when)[-n:]
-    ]
-
-
-def _involved(event: dict[str, Any]) -> dict[str, Any]:
-    return event.get("involvedObject") or {}
