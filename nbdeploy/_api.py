@@ -110,27 +110,43 @@ def deploy(
     redacted = _check_redact(redact, artifact.schema)
     if verify:
         _verify(artifact)
-    t1 = time.perf_counter()
     reg = Registry()
-    info = _info(artifact, auth, limits, redacted, example=_example(sample, redacted))
     new_key = _ensure_key(reg, name) if auth else None
-    salt = keys.redact_salt(name) if redacted else ""
+    info = _info(artifact, auth, limits, redacted, example=_example(sample, redacted))
     rec = reg.allocate(name, target, info)
     try:
-        _keep_reference(obj, artifact.kind, sample, config.deployment_dir(name, rec.version), Redactor(redacted, salt))
-        bento = build_bento(artifact, name, rec.version, config.bento_store(), **bento_options)
-        t2 = time.perf_counter()
-        rec = reg.update(name, rec.version, bento_tag=bento.tag, bento_path=str(bento.path))
-        rec = start_record(reg, rec, port, tgt)
-        t3 = time.perf_counter()
-        timings = {"capture_s": round(t1 - t0, 3), "package_s": round(t2 - t1, 3), "start_s": round(t3 - t2, 3)}
-        rec = reg.update(name, rec.version, info=replace(rec.info, timings=timings))
+        reference = Redactor(redacted, keys.redact_salt(name) if redacted else "")
+        _keep_reference(obj, artifact.kind, sample, config.deployment_dir(name, rec.version), reference)
+        rec = _build_and_start(reg, rec, artifact, tgt, port, bento_options, capture_s=time.perf_counter() - t0)
     except BaseException as exc:
         reg.update(name, rec.version, status=FAILED, pid=None)
         reg.event("deploy-failed", name, rec.version, error=f"{type(exc).__name__}: {exc}"[:500])
         raise
     reg.event("deploy", name, rec.version, target=target, url=rec.url, auth=bool(auth), lineage=artifact.lineage)
     return Deployment(rec, reg, new_key=new_key)
+
+
+def _build_and_start(
+    reg: Registry,
+    rec: Record,
+    artifact: Any,
+    tgt: Any,
+    port: int | None,
+    bento_options: dict[str, Any],
+    capture_s: float,
+) -> Record:
+    """Build the version's bento and start it on the target; the timings of each step go into its info."""
+    t1 = time.perf_counter()
+    bento = build_bento(artifact, rec.name, rec.version, config.bento_store(), **bento_options)
+    t2 = time.perf_counter()
+    rec = reg.update(rec.name, rec.version, bento_tag=bento.tag, bento_path=str(bento.path))
+    rec = start_record(reg, rec, port, tgt)
+    timings = {
+        "capture_s": round(capture_s, 3),
+        "package_s": round(t2 - t1, 3),
+        "start_s": round(time.perf_counter() - t2, 3),
+    }
+    return reg.update(rec.name, rec.version, info=replace(rec.info, timings=timings))
 
 
 def _info(artifact: Any, auth: bool, limits: dict[str, float] | None, redacted: dict[str, str], example: Any) -> Info:
@@ -313,13 +329,7 @@ def manifests(
     if isinstance(obj_or_name, str):
         rec = reg.get(obj_or_name, version)
     else:
-        if name is None or sample is None:
-            raise UsageError("manifests for a model object need name= and sample=", hint="or pass a deployed name")
-        _check_name(name)
-        _check_limits(limits)
-        artifact = capture(obj_or_name, sample, requirements)
-        info = _info(artifact, auth, limits, {}, example=None)
-        rec = Record(name=name, version=0, target="kubernetes", status="captured", info=info)
+        rec = _captured_record(obj_or_name, name, sample, auth, limits, requirements)
     hashes = None
     if rec.info.auth:
         _ensure_key(reg, rec.name)  # made if the name has none (`nbdeploy key NAME` prints it); hash file restored
@@ -338,6 +348,19 @@ def manifests(
     out.write_text(to_yaml(docs, header))
     reg.event("manifests", rec.name, rec.version or None, path=str(out.resolve()), image=ref)
     return out
+
+
+def _captured_record(
+    obj: Any, name: str | None, sample: Any, auth: bool, limits: dict[str, float] | None, requirements: Any
+) -> Record:
+    """A record for an object captured but neither built nor deployed (version 0), for its manifests."""
+    if name is None or sample is None:
+        raise UsageError("manifests for a model object need name= and sample=", hint="or pass a deployed name")
+    _check_name(name)
+    _check_limits(limits)
+    artifact = capture(obj, sample, requirements)
+    info = _info(artifact, auth, limits, {}, example=None)
+    return Record(name=name, version=0, target="kubernetes", status="captured", info=info)
 
 
 def _k8s_image(rec: Record) -> str:
