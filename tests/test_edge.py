@@ -33,6 +33,8 @@ pytest.importorskip("onnxruntime")
 NUMERIC = ["tenure", "monthly", "support_calls"]
 FORBIDDEN = {"sklearn", "pandas", "bentoml", "cloudpickle", "nbdeploy", "skl2onnx", "lightgbm", "xgboost"}
 
+pytestmark = pytest.mark.heavy  # ONNX conversions and parity checks take seconds
+
 
 def churn() -> tuple[pd.DataFrame, pd.Series]:
     """1000 customers and whether they left (also the data of test_edge_hardening)."""

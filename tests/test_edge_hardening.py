@@ -52,6 +52,8 @@ ENV = {
     "NBDEPLOY_MAX_BODY_BYTES": str(MAX_BODY),
 }
 
+pytestmark = pytest.mark.slow  # real edge servers over real sockets
+
 
 @dataclass
 class Server:

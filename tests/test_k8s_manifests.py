@@ -98,6 +98,7 @@ def _docs(path: Path) -> dict[str, dict[str, Any]]:
 # -- schema ----------------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize("version", ["1.29.0", "1.34.0"])
 def test_kubernetes_validate_strict_cli(written, version):
     pytest.importorskip("kubernetes_validate", reason="pip install kubernetes-validate")
@@ -109,6 +110,7 @@ def test_kubernetes_validate_strict_cli(written, version):
     assert {k for k in kinds if f"passed for resource {k}/" in proc.stdout} == kinds
 
 
+@pytest.mark.heavy
 def test_every_document_is_schema_valid_from_1_29_to_1_34(written):
     kv = pytest.importorskip("kubernetes_validate", reason="pip install kubernetes-validate")
     docs = [d for path in written.values() for d in yaml.safe_load_all(path.read_text())]

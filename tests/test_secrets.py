@@ -767,6 +767,7 @@ def corpus() -> dict[str, object]:
     return {**_notebook_models(), **_estimators(), **_notebook_code(), **_ordinary_data(), **_text_and_odd_objects()}
 
 
+@pytest.mark.heavy
 def test_the_corpus_of_realistic_objects_has_no_false_positive(corpus):
     found, elapsed = {}, 0.0
     for label, obj in corpus.items():
@@ -792,6 +793,7 @@ def _timed_scan(obj) -> float:
     return time.perf_counter() - start
 
 
+@pytest.mark.heavy
 def test_a_500_tree_forest_is_scanned_in_well_under_a_second():
     from sklearn.ensemble import RandomForestClassifier
 
@@ -800,6 +802,7 @@ def test_a_500_tree_forest_is_scanned_in_well_under_a_second():
     assert _timed_scan(forest) < 1.0
 
 
+@pytest.mark.heavy
 def test_a_big_pipeline_is_scanned_in_well_under_a_second():
     from sklearn.compose import ColumnTransformer
     from sklearn.ensemble import GradientBoostingClassifier
