@@ -164,7 +164,7 @@ class Deployment:
 
     def export_edge(self, path: str, quantize: bool = False) -> Any:
         """Write this version's edge bundle (ONNX model, schema, manifest, onnxruntime-only server) to ``path``."""
-        from .targets.edge import export_record
+        from .edge.from_record import export_record
 
         return export_record(self._refresh(), path, quantize=quantize)
 

@@ -13,6 +13,7 @@ import weakref
 from collections import deque
 from typing import Any
 
+from ..errors import UsageError
 from ..registry import Record, Registry
 from . import metrics
 from .data import ENDED, PanelData, snapshot
@@ -53,7 +54,7 @@ class Panel:
         status: StatusFn | None = None,
     ) -> None:
         if not interval > 0:
-            raise ValueError(f"interval must be a positive number of seconds, not {interval!r}")
+            raise UsageError(f"interval must be a positive number of seconds, not {interval!r}")
         self._registry = Registry()
         self._watched: Watched = watch(deployment, self._registry, status)
         self.name, self.version = self._watched.name, self._watched.version

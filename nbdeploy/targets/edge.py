@@ -35,24 +35,6 @@ def _server(record: Record) -> Path:
     return _dir(record) / BUNDLE / "server.py"
 
 
-def export_record(record: Record, path: str | Path, quantize: bool = False) -> Any:
-    """The edge bundle of a deployed version, from its bento's artifact, checked on its reference sample."""
-    from ..edge import export_edge
-    from ..reference import load_reference
-    from ..runtime.model import load_model, read_meta
-
-    reference = load_reference(_dir(record))
-    if reference is None or not record.bento_path:
-        raise TargetError(f"'{record.name}' v{record.version} has no bento or reference sample to export from")
-    artifact = Path(record.bento_path) / "src" / "artifact"
-    obj = load_model(artifact, read_meta(artifact), expected=record.info.sha256)
-    data: Any = reference[0]
-    schema = record.info.schema
-    if schema and schema.get("kind") == "ndarray":
-        data = data.to_numpy()
-    return export_edge(obj, path, data, quantize=quantize, lineage=record.info.lineage, schema=schema)
-
-
 class EdgeTarget(Target):
     name = "edge"
 
@@ -70,6 +52,8 @@ class EdgeTarget(Target):
         info: dict[str, Any] = {}
         expected = (record.state.get("edge") or {}).get("manifest_sha256")
         if not server.exists() or not expected:  # a rollback serves the bundle made at deploy, as recorded then
+            from ..edge.from_record import export_record  # the converters only when a bundle is made
+
             made = export_record(replace(record, bento_path=bento_path), server.parent)
             expected = made.manifest_sha256
             info = {"edge": {"bundle": str(made.path), "size_bytes": made.size_bytes}}
