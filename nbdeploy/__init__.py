@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import typing as _typing
+
 from ._api import audit, deploy, deployments, export_edge, get, manifests, rollback, verify
 from .deployment import Deployment
 from .errors import (
@@ -23,6 +25,9 @@ from .errors import (
     VerificationError,
 )
 from .targets import Target, available_targets, register_target
+
+if _typing.TYPE_CHECKING:  # for type checkers and the API reference; at run time it is imported on first use (scipy)
+    from .monitor.drift import DriftThresholds
 
 __version__ = "0.1.0"
 

@@ -41,9 +41,12 @@ def test_60_seconds_of_16_clients_without_a_failure_and_flat_memory(forest):
     The worker's RSS grows ~5 KB per request over its first ~20k requests and then levels off. tracemalloc in the
     worker shows the Python heap flat over that span (3k -> 6k requests: 143.9 -> 142.9 MB traced), the growth is
     private anonymous memory (smaps_rollup), it is the same with MALLOC_ARENA_MAX=2 and with PYTHONMALLOC=malloc,
-    and a hand-written BentoML service shows it too: allocator high-water marks, not a leak. So the test warms up
-    until two rounds of 2,500 requests in a row each move RSS by under 0.5%, then asserts that 60 s of load keep
-    it within 5% (the warm-up growth rate would add ~20%).
+    and a hand-written BentoML service shows it too: allocator high-water marks, not a leak. Measured 2026-11-29
+    in 30 s windows of continuous load (~14k requests each): 237 -> 252 -> 256 -> 259 -> 260 -> 261 MB. Warm-up
+    rounds with pauses between them understate it (they looked calm after 7,500 requests, then 60 s grew 6%), and
+    it grows in steps (two calm 15 s windows after 21k requests, then a 22 MB step), so the warm-up is continuous
+    load in 15 s windows, for at least 40k requests and until two windows in a row each move RSS by under 0.5%;
+    then 60 s of load must keep it within 5% (the early growth rate would add ~20%).
     """
     dep, X = forest
     rows = X.to_dict(orient="records")
@@ -52,13 +55,13 @@ def test_60_seconds_of_16_clients_without_a_failure_and_flat_memory(forest):
     procs = _process.members(dep._record.pid, dep._record.bento_path)
     start = rss = loadgen.rss_mb(procs)
     warm_requests = calm = 0
-    for _ in range(16):  # at most 40k requests
-        warm = loadgen.run(url, lambda n: bodies[n % 500], clients=16, requests=2500, headers=auth(dep))
+    for _ in range(24):  # at most 6 minutes of warm-up
+        warm = loadgen.run(url, lambda n: bodies[n % 500], clients=16, seconds=15, headers=auth(dep))
         assert warm.failed == 0
         warm_requests += warm.requests
         rss, previous = loadgen.rss_mb(procs), rss
         calm = calm + 1 if rss - previous < 0.005 * previous else 0
-        if calm == 2:  # two quiet rounds in a row, so one lucky round does not end the warm-up
+        if calm >= 2 and warm_requests >= 40_000:  # two quiet windows in a row, past the measured level-off
             break
     else:
         pytest.fail(f"service memory still growing after {warm_requests} requests: {start:.0f} -> {rss:.0f} MiB")
