@@ -45,6 +45,7 @@ from nbdeploy.targets.kubernetes import target as k8s
 
 kmock = pytest.importorskip("kmock", reason="pip install kmock (the test extra)")
 pytest.importorskip("kubernetes", reason="pip install kubernetes (the kubernetes extra)")
+pytestmark = pytest.mark.heavy  # an API server (kmock) in a thread, and real captures
 
 FUNC = "def score(df):\n    return (df['tenure'] * 2 + df['monthly']).round(3).tolist()\n"
 NS = "ml"

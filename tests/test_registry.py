@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import multiprocessing as mp
 
+import pytest
+
 import nbdeploy
 from nbdeploy.registry import FAILED, RUNNING, STOPPED, Registry
 
@@ -15,6 +17,7 @@ def _allocate_many(path: str, n: int, queue: mp.Queue) -> None:
     queue.put([reg.allocate("shared", "local", {}).version for _ in range(n)])
 
 
+@pytest.mark.heavy  # real processes
 def test_two_kernels_allocating_at_once_get_distinct_versions(tmp_path):
     path = tmp_path / "registry.db"
     Registry(path)
