@@ -153,8 +153,8 @@ class Guard:
             return await _answer(send, 400, {"error": "the Content-Length header is not one non-negative number"})
         if lengths and int(lengths[0]) > self.max_body_bytes:
             return await self._too_large(send)
-        if path in JSON_ROUTES and not _is_json(_media_type(headers)):
-            media = _media_type(headers)
+        media = _media_type(headers) if path in JSON_ROUTES else None
+        if not _is_json(media):
             return await _answer(send, 415, {"error": f"send JSON (content-type: application/json), not {media}"})
         if self._slots.locked() and self._waiting >= self.max_queue:
             return await _answer(
