@@ -12,7 +12,6 @@ import pandas as pd
 from . import config, keys
 from .capture import capture
 from .capture.schema import as_frame
-from .client import payload
 from .deployment import Deployment
 from .errors import DeploymentNotFound, TargetError, UsageError
 from .lifecycle import start_record
@@ -22,6 +21,7 @@ from .registry import FAILED, RUNNING, STOPPED, Record, Registry
 from .runtime.redact import DROP, MODES, Redactor
 from .targets import get_target, merge_options
 from .targets._process import check_port
+from .wire import payload
 
 REFERENCE_ROWS = 5000
 

@@ -22,10 +22,10 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardScaler
 
 import nbdeploy
-from nbdeploy.client import payload
 from nbdeploy.edge import ATOL, RTOL, EdgeBundle
 from nbdeploy.edge.server import EdgeModel
 from nbdeploy.targets import _process
+from nbdeploy.wire import payload
 
 pytest.importorskip("skl2onnx")
 pytest.importorskip("onnxruntime")

@@ -51,7 +51,7 @@ def test_user_mistakes_raise_usage_errors(call):
 
 
 def test_sending_what_cannot_be_sent_is_a_usage_error():
-    from nbdeploy.client import payload
+    from nbdeploy.wire import payload
 
     with pytest.raises(nbdeploy.UsageError, match="cannot send a set"):
         payload({1, 2})

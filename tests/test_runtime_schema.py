@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 
 from nbdeploy.capture.schema import infer_schema
-from nbdeploy.client import payload
 from nbdeploy.errors import SchemaError
 from nbdeploy.runtime.schema import InputError, to_model_input
+from nbdeploy.wire import payload
 
 SAMPLE = pd.DataFrame(
     {

@@ -11,10 +11,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..client import payload
 from ..errors import CaptureError
 from ..runtime.model import to_jsonable
 from ..runtime.schema import InputError, to_model_input
+from ..wire import payload
 from . import deps, lineage, secrets, serialize, usage
 from .schema import as_frame, infer_schema
 

@@ -95,7 +95,7 @@ def _last_step(obj: Any) -> str:
 
 def _parity(obj: Any, model: EdgeModel, data: Any, rtol: float, atol: float, agreement: float) -> dict[str, Any]:
     """Compare the bundle with the session on ``data``; raise EdgeExportError naming the step if they differ."""
-    from ..client import payload
+    from ..wire import payload
 
     try:
         labels, proba = model.run(model.feeds(payload(data)["inputs"]))
