@@ -201,13 +201,63 @@ def report(rows: list[dict], batch: dict, deploy: dict, args: argparse.Namespace
     return "\n".join(lines)
 
 
+# -- CLI start-up (issue #17, item 9): `nbdeploy --help` and `nbdeploy list`, each a fresh process ------------------
+CLI_TARGET_S = 0.3
+
+
+def cli_timings(runs: int = 15) -> dict[str, dict[str, float]]:
+    """Wall time of `nbdeploy --help` and `nbdeploy list` as a shell runs them: a new process each time (Python
+    start-up and imports included), against the NBDEPLOY_HOME in the environment. Median of ``runs``, after one
+    warm-up run (the OS file cache)."""
+    import shutil
+    import statistics
+    import subprocess
+
+    exe = shutil.which("nbdeploy") or str(Path(sys.executable).parent / "nbdeploy")
+    out = {}
+    for argv in (["--help"], ["list"]):
+        label, times = " ".join(["nbdeploy", *argv]), []
+        for i in range(runs + 1):
+            t0 = time.perf_counter()
+            subprocess.run([exe, *argv], capture_output=True, check=True, env=dict(os.environ))
+            if i:
+                times.append(time.perf_counter() - t0)
+        out[label] = {"median_s": statistics.median(times), "min_s": min(times), "max_s": max(times)}
+        print(f"  {label}: median {out[label]['median_s']:.3f} s", flush=True)
+    return out
+
+
+def cli_report(timings: dict[str, dict[str, float]], rows: int) -> str:
+    lines = [
+        "## Command line start-up",
+        "",
+        f"Each command a fresh process, as a shell runs it (median of 15, after a warm-up); `list` with {rows} "
+        "deployment(s), whose status it checks live (PID and `/readyz`).",
+        "",
+        f"| command | median (s) | min (s) | max (s) | target < {CLI_TARGET_S} s |",
+        "|---|---|---|---|---|",
+    ]
+    for cmd, t in timings.items():
+        met = "met" if t["median_s"] < CLI_TARGET_S else "missed"
+        lines.append(f"| `{cmd}` | {t['median_s']:.3f} | {t['min_s']:.3f} | {t['max_s']:.3f} | {met} |")
+    return "\n".join([*lines, ""])
+
+
+# -- end of the CLI start-up block -----------------------------------------------------------------------------------
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="shorter runs, under 5 minutes")
     ap.add_argument("--no-mlflow", action="store_true", help="skip MLflow (it installs into .cache/bench once)")
     ap.add_argument("--no-container", action="store_true", help="skip the container target (needs podman or docker)")
     ap.add_argument("--out", default=str(ROOT / "docs" / "performance.md"))
+    ap.add_argument("--cli-only", action="store_true", help="only time `nbdeploy --help` and `nbdeploy list`; print")
     args = ap.parse_args(argv)
+    if args.cli_only:
+        os.environ["NBDEPLOY_HOME"] = tempfile.mkdtemp(prefix="nbdeploy-bench-cli-")
+        print(cli_report(cli_timings(), rows=0))
+        return 0
     args.seconds = 4.0 if args.quick else 12.0
     args.sequential = 200 if args.quick else 1000
 
@@ -231,6 +281,8 @@ def main(argv: list[str] | None = None) -> int:
         key = {"authorization": f"Bearer {Registry().key('bench')}"}
         row = measure("nbdeploy local endpoint", f"{dep.url}/predict", _bodies("records", rows_json), args, key)
         results.append({**row, "ready_s": deploy["start_s"]})
+        print("timing the command line ...", flush=True)
+        cli = cli_timings()  # with the deployment above running: `list` probes it
         batch = batch_100k(dep, model, X)
         if not args.no_container:
             print("deploying to the container target ...", flush=True)
@@ -262,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
         for d in (dep, ctr_dep):
             if d is not None:
                 d.stop()
-    text = report(results, batch, deploy, args, ctr)
+    text = report(results, batch, deploy, args, ctr) + "\n" + cli_report(cli, rows=1)
     print("\n" + text)
     Path(args.out).write_text(text)
     print(f"written to {args.out}")

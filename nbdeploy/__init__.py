@@ -1,12 +1,15 @@
-"""nbdeploy: deploy a model from a live notebook session to a BentoML endpoint in one call."""
+"""nbdeploy: deploy a model from a live notebook session to a BentoML endpoint in one call.
+
+Every public name is imported on first use (PEP 562): ``import nbdeploy`` and the ``nbdeploy`` command stay quick,
+because pandas, numpy, httpx and BentoML load only when a name that needs them is first touched.
+"""
 
 from __future__ import annotations
 
+import importlib as _importlib
 import typing as _typing
 
-from ._api import audit, deploy, deployments, export_edge, get, manifests, rollback, verify
-from .deployment import Deployment
-from .errors import (
+from .errors import (  # light (no third-party imports), and every command needs them
     CaptureError,
     DeploymentNotFound,
     EdgeExportError,
@@ -24,10 +27,12 @@ from .errors import (
     UsageError,
     VerificationError,
 )
-from .targets import Target, available_targets, register_target
 
-if _typing.TYPE_CHECKING:  # for type checkers and the API reference; at run time it is imported on first use (scipy)
+if _typing.TYPE_CHECKING:  # for type checkers and the API reference; at run time each name is imported on first use
+    from ._api import audit, deploy, deployments, export_edge, get, manifests, rollback, verify
+    from .deployment import Deployment
     from .monitor.drift import DriftThresholds
+    from .targets import Target, available_targets, register_target
 
 __version__ = "0.1.0"
 
@@ -65,14 +70,36 @@ __all__ = [
     "verify",
 ]
 
+#: Where each lazily imported public name lives (module relative to this package).
+_LAZY: dict[str, str] = {
+    **dict.fromkeys(
+        ["audit", "deploy", "deployments", "export_edge", "get", "manifests", "rollback", "verify"], "._api"
+    ),
+    "Deployment": ".deployment",
+    "DriftThresholds": ".monitor",  # scipy: only when asked for
+    **dict.fromkeys(["Target", "available_targets", "register_target"], ".targets"),
+}
+
 
 def __getattr__(name: str) -> object:
-    """``DriftThresholds`` (for ``dep.drift(thresholds=...)``) without importing scipy at ``import nbdeploy``."""
-    if name == "DriftThresholds":
-        from .monitor import DriftThresholds
+    """Import a public name on first use and keep it, so later lookups are plain attribute reads."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'nbdeploy' has no attribute {name!r}")
+    value = getattr(_importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
 
-        return DriftThresholds
-    raise AttributeError(f"module 'nbdeploy' has no attribute {name!r}")
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
+
+def _install_error_display() -> None:
+    """In a running IPython, nbdeploy's errors show as one line and the hint (``_ipython``); nothing otherwise."""
+    from ._ipython import install_if_interactive
+
+    install_if_interactive()
 
 
 def load_ipython_extension(ipython) -> None:  # type: ignore[no-untyped-def]
@@ -80,3 +107,6 @@ def load_ipython_extension(ipython) -> None:  # type: ignore[no-untyped-def]
     from .magics import register
 
     register(ipython)
+
+
+_install_error_display()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -12,10 +11,12 @@ import pandas as pd
 from . import config, keys
 from .capture import capture
 from .capture.schema import as_frame
+from .card import EXAMPLE_FILE, example_body
 from .deployment import Deployment
 from .errors import DeploymentNotFound, TargetError, UsageError
 from .lifecycle import start_record
 from .package import build_bento
+from .progress import Progress
 from .record import Info
 from .registry import FAILED, RUNNING, STOPPED, Record, Registry
 from .runtime.redact import DROP, MODES, Redactor
@@ -28,10 +29,23 @@ REFERENCE_ROWS = 5000
 
 def _check_name(name: str) -> None:
     if not isinstance(name, str) or not config.NAME.fullmatch(name):
+        rule = "1-63 lowercase letters, digits and '-', starting and ending with a letter or digit"
+        suggestion = config.suggest_name(name) if isinstance(name, str) else None
         raise UsageError(
             f"invalid deployment name {name!r}",
-            hint="use 1-63 lowercase letters, digits and '-', starting and ending with a letter or digit",
+            hint=f"use {rule}" + (f", such as '{suggestion}'" if suggestion else ""),
         )
+
+
+def describe_model(obj: Any) -> str:
+    """What the card calls the model: ``RandomForestClassifier``, ``Pipeline(StandardScaler → LogisticRegression)``,
+    ``function score``."""
+    steps = getattr(obj, "steps", None)
+    if isinstance(steps, list) and all(isinstance(s, tuple) and len(s) >= 2 for s in steps):
+        return f"{type(obj).__name__}({' → '.join(describe_model(s[1]) for s in steps)})"
+    if callable(obj) and not hasattr(obj, "predict"):
+        return f"function {getattr(obj, '__name__', type(obj).__name__)}"
+    return type(obj).__name__
 
 
 def _example(sample: Any, redacted: dict[str, str] | None = None) -> Any:
@@ -79,6 +93,7 @@ def deploy(
     context: str | None = None,
     namespace: str | None = None,
     target_options: dict[str, Any] | None = None,
+    force: bool = False,
 ) -> Deployment:
     """Capture ``obj``, package it as a bento and serve it on ``target``; return the handle.
 
@@ -94,7 +109,8 @@ def deploy(
     ``registry`` (where the cluster pulls the image from), ``replicas``, ``context`` and ``namespace`` (default:
     the kubeconfig's current context and its namespace) for ``target="kubernetes"`` only. ``target_options``: more
     options for the target (those of a target added with ``nbdeploy.targets.register_target``); an option the
-    target does not take is refused before anything is built.
+    target does not take is refused before anything is built. Deploying the very model already serving, with the
+    same options, makes no new version (the handle says so) unless ``force=True``.
     """
     _check_name(name)
     _check_limits(limits)
@@ -104,26 +120,66 @@ def deploy(
     tgt.check_port_option(port)
     if port is not None and port not in {r.port for r in Registry().running(name)}:
         check_port(port)  # before the capture and the build, not after
-    bento_options = tgt.prepare()  # fail before building what cannot run
-    t0 = time.perf_counter()
-    artifact = capture(obj, sample, requirements, wheels=wheels, allow_secrets=allow_secrets)
-    redacted = _check_redact(redact, artifact.schema)
-    if verify:
-        _verify(artifact)
-    reg = Registry()
-    new_key = _ensure_key(reg, name) if auth else None
-    info = _info(artifact, auth, limits, redacted, example=_example(sample, redacted))
-    rec = reg.allocate(name, target, info)
+    progress = Progress(f"deploying '{name}' to {target}")
     try:
-        reference = Redactor(redacted, keys.redact_salt(name) if redacted else "")
-        _keep_reference(obj, artifact.kind, sample, config.deployment_dir(name, rec.version), reference)
-        rec = _build_and_start(reg, rec, artifact, tgt, port, bento_options, capture_s=time.perf_counter() - t0)
-    except BaseException as exc:
-        reg.update(name, rec.version, status=FAILED, pid=None)
-        reg.event("deploy-failed", name, rec.version, error=f"{type(exc).__name__}: {exc}"[:500])
-        raise
+        with progress.stage("prepare target"):
+            bento_options = tgt.prepare()  # fail before building what cannot run
+        with progress.stage("capture"):
+            artifact = capture(obj, sample, requirements, wheels=wheels, allow_secrets=allow_secrets)
+            redacted = _check_redact(redact, artifact.schema)
+        if verify:
+            with progress.stage("verify", "a fresh environment from the requirements alone"):
+                _verify(artifact)
+        reg = Registry()
+        if auth:
+            _ensure_key(reg, name)
+        info = _info(artifact, auth, limits, redacted, example=_example(sample, redacted), obj=obj)
+        # options a target keeps in its own state are not compared: with any of them, a deploy is a new version
+        plain = not target_options and all(v is None for v in named.values())
+        same = None if force or not plain else _unchanged(reg, name, target, port, info)
+        if same is not None:
+            note = (
+                f"unchanged: v{same.version} already serves this model with these options, so no new version was "
+                "made (deploy with force=True, or %deploy --force, to make one anyway)"
+            )
+            reg.event("deploy-unchanged", name, same.version, target=target)
+            return Deployment(same, reg, note=note)
+        rec = reg.allocate(name, target, info)
+        try:
+            reference = Redactor(redacted, keys.redact_salt(name) if redacted else "")
+            directory = config.deployment_dir(name, rec.version)
+            _keep_reference(obj, artifact.kind, sample, directory, reference)
+            (directory / EXAMPLE_FILE).write_text(example_body(rec))
+            rec = _build_and_start(reg, rec, artifact, tgt, port, bento_options, progress)
+        except BaseException as exc:
+            reg.update(name, rec.version, status=FAILED, pid=None)
+            reg.event("deploy-failed", name, rec.version, error=f"{type(exc).__name__}: {exc}"[:500])
+            raise
+    finally:
+        progress.close()
     reg.event("deploy", name, rec.version, target=target, url=rec.url, auth=bool(auth), lineage=artifact.lineage)
-    return Deployment(rec, reg, new_key=new_key)
+    return Deployment(rec, reg)
+
+
+def _unchanged(reg: Registry, name: str, target: str, port: int | None, info: Info) -> Record | None:
+    """The running version of ``name`` if it serves this very artifact with the same options, else None."""
+    for rec in reg.running(name):
+        old = rec.info
+        same_options = (old.auth, old.limits, old.redact, old.requirements) == (
+            info.auth,
+            info.limits,
+            info.redact,
+            info.requirements,
+        )
+        if (
+            rec.target == target
+            and old.sha256 == info.sha256
+            and same_options
+            and (port is None or port == rec.port)
+            and get_target(rec.target).status(rec) == RUNNING
+        ):
+            return rec
+    return None
 
 
 def _build_and_start(
@@ -133,24 +189,29 @@ def _build_and_start(
     tgt: Any,
     port: int | None,
     bento_options: dict[str, Any],
-    capture_s: float,
+    progress: Progress,
 ) -> Record:
-    """Build the version's bento and start it on the target; the timings of each step go into its info."""
-    t1 = time.perf_counter()
-    bento = build_bento(artifact, rec.name, rec.version, config.bento_store(), **bento_options)
-    t2 = time.perf_counter()
+    """Build the version's bento and start it on the target; the timings of each stage go into its info."""
+    with progress.stage("package", "a bento"):
+        meta = {"version": rec.version, "example": rec.info.example}
+        bento = build_bento(artifact, rec.name, rec.version, config.bento_store(), extra_meta=meta, **bento_options)
     rec = reg.update(rec.name, rec.version, bento_tag=bento.tag, bento_path=str(bento.path))
-    rec = start_record(reg, rec, port, tgt)
-    timings = {
-        "capture_s": round(capture_s, 3),
-        "package_s": round(t2 - t1, 3),
-        "start_s": round(time.perf_counter() - t2, 3),
-    }
+    with progress.stage("start", "until /readyz answers"):
+        rec = start_record(reg, rec, port, tgt)
+    timings = {f"{stage.replace(' ', '_')}_s": round(seconds, 3) for stage, seconds in progress.done}
     return reg.update(rec.name, rec.version, info=replace(rec.info, timings=timings))
 
 
-def _info(artifact: Any, auth: bool, limits: dict[str, float] | None, redacted: dict[str, str], example: Any) -> Info:
+def _info(
+    artifact: Any, auth: bool, limits: dict[str, float] | None, redacted: dict[str, str], example: Any, obj: Any = None
+) -> Info:
+    from .runtime.model import classes_of, methods_of  # what the service finds at load, found the same way
+
+    known = obj is not None
     return Info(
+        methods=["predict", *methods_of(obj, artifact.kind)] if known else None,
+        classes=classes_of(obj) if known and artifact.kind == "estimator" else None,
+        model=describe_model(obj) if known else "",
         kind=artifact.kind,
         sha256=artifact.sha256,
         schema=artifact.schema,
@@ -267,10 +328,17 @@ def get(name: str, version: int | None = None) -> Deployment:
 
 
 def deployments(all_versions: bool = False) -> pd.DataFrame:
-    """One row per deployment (or per version), with status as the registry last recorded it."""
-    records = Registry().list(all_versions=all_versions)
-    cols = ["name", "version", "target", "status", "url", "bento_tag", "created_at", "updated_at"]
-    return pd.DataFrame([{c: getattr(r, c) for c in cols} for r in records], columns=cols)
+    """One row per deployment (or per version with ``all_versions``), indexed by name, with its status checked now.
+
+    ``status`` is live: a version the registry holds as running whose server died shows ``failed`` (and ``hint``
+    says ``nbdeploy restart NAME``), one that runs but does not answer ``/readyz`` shows ``degraded``; ``recorded``
+    keeps the registry's word. Kubernetes versions are not checked here (``checked`` is False): ``get(name).status()``
+    asks the cluster. ``requests`` and ``error_rate`` cover the last hour. See ``nbdeploy.views``.
+    """
+    from .views import rows
+    from .views_frame import to_frame
+
+    return to_frame(rows(all_versions=all_versions))
 
 
 def rollback(name: str, version: int, *, port: int | None = None) -> Deployment:

@@ -1,39 +1,53 @@
 """The card a deployment shows in a notebook: what it is, where it answers, how to call it. Rendering only.
 
-The key is shown in full only when the caller passes it (the handle that a deploy returned, which made the key);
-every other card masks it, and the curl line then reads the key from ``$NBDEPLOY_KEY``.
+A card never holds the full API key: a notebook's outputs are saved into the ``.ipynb``, which goes to git. The key
+is masked here; ``dep.key()`` and ``nbdeploy key NAME`` give it, and the snippets read it from ``$NBDEPLOY_KEY``.
 """
 
 from __future__ import annotations
 
 import html
 import json
+from pathlib import Path
+from typing import Any
 
 from . import keys
-from .registry import Record
+from .record import Record
 
-_COLOURS = {"running": "#1a7f37", "stopped": "#6e7781", "failed": "#cf222e"}
+_COLOURS = {"running": "#1a7f37", "stopped": "#6e7781", "failed": "#cf222e", "degraded": "#9a6700"}
+#: A request body up to this many characters goes inline in the curl line; a longer one is read from a file.
+INLINE_BODY_CHARS = 160
+EXAMPLE_FILE = "example.json"
 
 
-def curl(rec: Record, key: str | None = None) -> str:
-    """A ready-to-copy request: the first row of the sample the model was deployed with."""
-    body = json.dumps({"inputs": rec.info.example or []}).replace("'", "'\\''")
+def example_body(rec: Record) -> str:
+    """The JSON body of the card's example request: the first row of the sample the model was deployed with."""
+    return json.dumps({"inputs": rec.info.example or []})
+
+
+def curl(rec: Record, key: str | None = None, example_path: Path | None = None) -> str:
+    """A ready-to-copy request. The key comes from ``$NBDEPLOY_KEY`` unless one is passed (scripts, tests); a long
+    body (a wide model) is read from ``example_path`` (``@file``), so the line stays one line."""
+    body = example_body(rec)
     auth = ""
     if rec.info.auth:
         auth = f" -H 'authorization: Bearer {key}'" if key else ' -H "authorization: Bearer $NBDEPLOY_KEY"'
-    return f"curl -s -X POST {rec.url}/predict -H 'content-type: application/json'{auth} -d '{body}'"
+    data = "'" + body.replace("'", "'\\''") + "'"
+    if example_path is not None and len(body) > INLINE_BODY_CHARS:
+        data = f"@{example_path}"
+    return f"curl -s -X POST {rec.url}/predict -H 'content-type: application/json'{auth} -d {data}"
 
 
-def _key_row(rec: Record, shown_key: str | None, stored_key: str | None) -> str:
+def _key_row(rec: Record, stored_key: str | None) -> str:
     if not rec.info.auth:
         return "<b style='color:#cf222e'>off</b> (deployed with auth=False: anyone who reaches the URL can call it)"
-    if shown_key:
-        return (
-            f"<code>{html.escape(shown_key)}</code> <i>shown once: copy it now; later "
-            f"<code>nbdeploy key {html.escape(rec.name)}</code> prints it</i>"
-        )
-    masked = html.escape(keys.masked(stored_key))
-    return f"<code>{masked}</code> (<code>export NBDEPLOY_KEY=$(nbdeploy key {rec.name})</code>)"
+    name = html.escape(rec.name)
+    return (
+        f"<code>{html.escape(keys.masked(stored_key))}</code> "
+        f"<span style='color:#57606a'>never shown here, so it never lands in a saved notebook: "
+        f'<code>nbdeploy.get("{name}").key()</code>, or in a shell '
+        f"<code>export NBDEPLOY_KEY=$(nbdeploy key {name})</code></span>"
+    )
 
 
 def _lineage_row(rec: Record) -> str:
@@ -48,25 +62,86 @@ def _lineage_row(rec: Record) -> str:
     return html.escape(" · ".join(parts))
 
 
-def render(rec: Record, shown_key: str | None = None, stored_key: str | None = None) -> str:
-    """The card's HTML. ``shown_key``: the full key, for the card of the deploy that made it; ``stored_key``: the
-    name's key, shown masked."""
+def _column_kind(spec: dict[str, Any]) -> str:
+    kind = str(spec.get("kind", spec.get("dtype", "?")))
+    if spec.get("categories") is not None:
+        shown = ", ".join(map(str, spec["categories"][:8])) + (" …" if len(spec["categories"]) > 8 else "")
+        kind += f" ({shown})"
+    return kind + (", may be missing" if spec.get("nullable") else "")
+
+
+def _schema_rows(rec: Record) -> str:
+    """The input schema, collapsed: one line per column (kind, categories) and the example row."""
+    schema = rec.info.schema
+    if schema.get("kind") == "ndarray":
+        summary = f"an array of {schema.get('n_features')} features ({schema.get('dtype')})"
+        table = ""
+    else:
+        columns = schema.get("columns", [])
+        summary = f"{len(columns)} columns"
+        rows = "".join(
+            f"<tr><td><code>{html.escape(str(c['name']))}</code></td><td>{html.escape(_column_kind(c))}</td></tr>"
+            for c in columns
+        )
+        table = f"<table style='font-size:0.9em'>{rows}</table>"
+    example = html.escape(example_body(rec))
+    return (
+        f"<details><summary>{html.escape(summary)}</summary>{table}"
+        f"<div>Example body:</div><pre style='white-space:pre-wrap;font-size:0.85em'>{example}</pre></details>"
+    )
+
+
+def _timings(rec: Record) -> str | None:
+    t = rec.info.timings
+    if not t:
+        return None
+    parts = " · ".join(f"{k.removesuffix('_s')} {v:.1f} s" for k, v in t.items() if isinstance(v, (int, float)))
+    return f"{sum(v for v in t.values() if isinstance(v, (int, float))):.1f} s ({parts})"
+
+
+def _routes(rec: Record) -> str:
+    methods = [m for m in rec.info.methods or [] if m != "predict"]
+    calls = ["<code>.predict(X)</code>", *(f"<code>.{html.escape(m)}(X)</code>" for m in methods)]
+    return " ".join(calls)
+
+
+def render(
+    rec: Record, stored_key: str | None = None, note: str | None = None, example_path: Path | None = None
+) -> str:
+    """The card's HTML; ``stored_key``: the name's key, shown masked; ``note``: a line above the table (such as
+    "unchanged: this version already serves the model"); ``example_path``: the saved example body, for wide
+    models' curl line."""
     colour = _COLOURS.get(rec.status, "#9a6700")
+    name = html.escape(rec.name)
+    model = html.escape(rec.info.model or rec.info.kind or "?")
     rows = [
         ("URL", f"<code>{html.escape(rec.url or '-')}</code>"),
-        ("Target", html.escape(rec.target)),
-        ("Status", f"<b style='color:{colour}'>{html.escape(rec.status)}</b>"),
-        ("API key", _key_row(rec, shown_key, stored_key)),
-        ("Bento", f"<code>{html.escape(rec.bento_tag or '-')}</code>"),
-        ("Artifact", f"<code>{html.escape(rec.info.sha256[:16])}</code>"),
+        ("Status", f"<b style='color:{colour}'>{html.escape(rec.status)}</b> on {html.escape(rec.target)}"),
+        ("Model", f"{model} · {_routes(rec)}"),
+        ("Input", _schema_rows(rec)),
+        ("API key", _key_row(rec, stored_key)),
+        ("Deployed in", html.escape(_timings(rec) or "-")),
+        (
+            "Artifact",
+            f"<code>{html.escape(rec.info.sha256[:16])}</code> · <code>{html.escape(rec.bento_tag or '-')}</code>",
+        ),
         ("Lineage", _lineage_row(rec)),
-        ("Monitor", f"<code>dep.monitor()</code> or <code>%monitor {html.escape(rec.name)}</code> (live panel)"),
+        (
+            "Use it",
+            f'<code>dep = nbdeploy.get("{name}")</code> · <code>%monitor {name}</code> (live panel) · '
+            f"<code>nbdeploy status {name}</code>",
+        ),
     ]
-    body = "".join(f"<tr><th style='text-align:left;padding-right:1em'>{k}</th><td>{v}</td></tr>" for k, v in rows)
+    body = "".join(
+        f"<tr><th style='text-align:left;padding-right:1em;vertical-align:top'>{k}</th><td>{v}</td></tr>"
+        for k, v in rows
+    )
+    banner = f"<div style='color:#9a6700'>{html.escape(note)}</div>" if note else ""
     return (
         "<div class='nbdeploy-card' style='border:1px solid #d0d7de;border-radius:6px;padding:8px 12px;"
         "max-width:900px'>"
-        f"<div style='font-size:1.1em'><b>{html.escape(rec.name)}</b> &middot; version {rec.version}</div>"
+        f"<div style='font-size:1.1em'><b>{name}</b> &middot; version {rec.version}</div>{banner}"
         f"<table>{body}</table>"
-        f"<div>Try it:</div><pre style='white-space:pre-wrap'>{html.escape(curl(rec, shown_key))}</pre></div>"
+        f"<div>Try it:</div><pre style='white-space:pre-wrap'>{html.escape(curl(rec, None, example_path))}</pre>"
+        "</div>"
     )

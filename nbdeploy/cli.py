@@ -1,40 +1,120 @@
-"""``nbdeploy`` on the command line: list, status, logs, stop, rollback."""
+"""``nbdeploy`` on the command line: list, status, restart, requests, logs, stop, rollback, audit, ...
+
+Quick to start: this module imports the standard library and ``nbdeploy.errors`` only; each command imports what
+it needs when it runs, so ``nbdeploy --help`` and ``nbdeploy list`` never load pandas, numpy, httpx or BentoML.
+Everything it prints is plain UTF-8 text (JSON with ``ensure_ascii=False``): no ``\\u2026`` where "…" was meant.
+"""
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
+from typing import Any
 
-from . import _api
 from .errors import NbdeployError
 
 
+def _json(value: Any) -> str:
+    """JSON as people read it: non-ASCII characters as themselves."""
+    import json
+
+    return json.dumps(value, indent=1, default=str, ensure_ascii=False)
+
+
 def _list(args: argparse.Namespace) -> int:
-    frame = _api.deployments(all_versions=args.all)
-    if frame.empty:
-        sys.stdout.write("no deployments\n")
-        return 0
-    sys.stdout.write(frame[["name", "version", "target", "status", "url", "created_at"]].to_string(index=False) + "\n")
+    from .views import list_text, rows
+
+    table = rows(all_versions=args.all)
+    if args.json:
+        sys.stdout.write(_json([r.as_dict() for r in table]) + "\n")
+    else:
+        sys.stdout.write(list_text(table) + "\n")
     return 0
 
 
 def _status(args: argparse.Namespace) -> int:
+    from . import _api
+
     dep = _api.get(args.name, args.version)
     state = dep.status()
+    hint = _status_hint(dep.name, dep.version, state, dep.record.status, args.version is not None)
     if args.json:
-        sys.stdout.write(json.dumps({**dep.info(), "live_status": state}, indent=1, default=str) + "\n")
+        sys.stdout.write(_json({**dep.info(), "live_status": state, "hint": hint}) + "\n")
     else:
         sys.stdout.write(f"{dep.name} v{dep.version} [{dep.target}] {state} {dep.url or ''}\n")
+        if hint:
+            sys.stderr.write(f"hint: {hint}\n")
     return 0 if state == "running" else 3
 
 
+def _status_hint(name: str, version: int, state: str, recorded: str, versioned: bool) -> str:
+    """What to do about a version that should be serving and is not."""
+    if recorded != "running":
+        return ""
+    which = f"{name} --version {version}" if versioned else name
+    if state == "failed":
+        return (
+            f"its server is not running: `nbdeploy restart {which}` starts it again on the same URL;"
+            f" `nbdeploy logs {which}` shows why it stopped"
+        )
+    if state == "degraded":
+        return (
+            f"it runs but does not answer /readyz (starting, or a call stuck past its timeout):"
+            f" `nbdeploy logs {which}`; `nbdeploy restart {which}` if it stays so"
+        )
+    return ""
+
+
+def _restart(args: argparse.Namespace) -> int:
+    from . import _api
+
+    dep = _api.get(args.name, args.version).restart()
+    sys.stdout.write(f"restarted {dep.name} v{dep.version}: {dep.status()} at {dep.url}\n")
+    return 0
+
+
+def _requests(args: argparse.Namespace) -> int:
+    from datetime import datetime
+
+    from .registry import Registry
+    from .views import ago, recent_requests, request_log_path, text_table
+
+    rec = Registry().get(args.name, args.version)
+    if request_log_path(rec) is None:
+        sys.stderr.write(f"'{rec.name}' v{rec.version} runs on {rec.target}: its request log is in its pods\n")
+        return 2
+    found = recent_requests(rec, limit=args.limit, errors_only=args.errors)
+    if not found:
+        what = "failed requests" if args.errors else "requests"
+        sys.stdout.write(f"no {what} recorded for {rec.name} v{rec.version}\n")
+        return 0
+    body = [
+        [
+            datetime.fromtimestamp(r["ts"]).strftime("%Y-%m-%d %H:%M:%S"), ago(r["ts"]), r["status"],
+            f"{r['latency_ms']:.1f}", r["n_rows"], _one_line(r["error"] or "", 100),
+        ]
+        for r in reversed(found)  # oldest first: the newest ends up next to the prompt
+    ]  # fmt: skip
+    headers = ["TIME", "AGO", "STATUS", "LATENCY MS", "ROWS", "ERROR"]
+    sys.stdout.write(f"{rec.name} v{rec.version}, last {len(found)}:\n" + text_table(headers, body) + "\n")
+    return 0
+
+
+def _one_line(text: str, width: int) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= width else flat[: width - 1] + "…"
+
+
 def _logs(args: argparse.Namespace) -> int:
+    from . import _api
+
     sys.stdout.write(_api.get(args.name, args.version).logs(args.lines) + "\n")
     return 0
 
 
 def _stop(args: argparse.Namespace) -> int:
+    from . import _api
+
     dep = _api.get(args.name, args.version)
     dep.stop()
     sys.stdout.write(f"stopped {dep.name} v{dep.version}\n")
@@ -42,6 +122,7 @@ def _stop(args: argparse.Namespace) -> int:
 
 
 def _key(args: argparse.Namespace) -> int:
+    from . import _api
     from .registry import Registry
 
     key = Registry().key(args.name)
@@ -54,27 +135,46 @@ def _key(args: argparse.Namespace) -> int:
 
 
 def _rotate_key(args: argparse.Namespace) -> int:
+    from . import _api
+
     sys.stdout.write(_api.get(args.name).rotate_key() + "\n")
     return 0
 
 
 def _audit(args: argparse.Namespace) -> int:
-    frame = _api.audit(args.name)
-    if frame.empty:
+    import json
+    from datetime import datetime
+
+    from .registry import Registry
+    from .views import text_table
+
+    events = Registry().events(args.name)
+    if not events:
         sys.stdout.write("no events\n")
         return 0
-    frame["detail"] = frame["detail"].map(lambda d: json.dumps({k: v for k, v in d.items() if k != "lineage"}))
-    sys.stdout.write(frame[["at", "who", "action", "name", "version", "detail"]].to_string(index=False) + "\n")
+    body = [
+        [
+            datetime.fromisoformat(e["at"]).astimezone().strftime("%Y-%m-%d %H:%M:%S"), e["who"], e["action"],
+            e["name"], "" if e["version"] is None else f"v{e['version']}",
+            json.dumps({k: v for k, v in e["detail"].items() if k != "lineage"}, ensure_ascii=False, default=str),
+        ]
+        for e in events
+    ]  # fmt: skip
+    sys.stdout.write(text_table(["AT", "WHO", "ACTION", "NAME", "VERSION", "DETAIL"], body) + "\n")
     return 0
 
 
 def _rollback(args: argparse.Namespace) -> int:
+    from . import _api
+
     dep = _api.rollback(args.name, args.version)
     sys.stdout.write(f"{dep.name} v{dep.version} serving at {dep.url}\n")
     return 0
 
 
 def _export(args: argparse.Namespace) -> int:
+    from . import _api
+
     dep = _api.get(args.name, args.version)
     for path in dep.export(args.path):
         sys.stdout.write(path + "\n")
@@ -84,6 +184,8 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _export_edge(args: argparse.Namespace) -> int:
+    from . import _api
+
     bundle = _api.get(args.name, args.version).export_edge(args.path, quantize=args.quantize)
     sys.stdout.write(f"{bundle.path} ({bundle.size_bytes} bytes, max |difference| {bundle.max_difference:.3g})\n")
     sys.stdout.write(bundle.instructions + "\n")  # with the manifest's sha256: the bundle cannot vouch for itself
@@ -116,6 +218,8 @@ def _base_image_build(args: argparse.Namespace) -> int:
 
 
 def _k8s_manifests(args: argparse.Namespace) -> int:
+    from . import _api
+
     path = _api.manifests(
         args.name, args.dir, version=args.version, image=args.image, replicas=args.replicas,
         hpa=not args.no_hpa, namespace=args.namespace,
@@ -155,11 +259,13 @@ def _add_base_image(sub: argparse._SubParsersAction) -> None:  # type: ignore[ty
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="nbdeploy", description="Manage models deployed with nbdeploy.")
     sub = p.add_subparsers(dest="command", required=True)
-    ls = sub.add_parser("list", help="list deployments")
+    ls = sub.add_parser("list", help="list deployments: status checked now, age, requests and error rate (last hour)")
     ls.add_argument("--all", action="store_true", help="every version")
+    ls.add_argument("--json", action="store_true", help="the rows as JSON")
     ls.set_defaults(func=_list)
     for cmd, func, helptext in (
-        ("status", _status, "show live status (exit 3 if not running)"),
+        ("status", _status, "show live status (exit 3 if not running), with what to do if it is not"),
+        ("restart", _restart, "start a version again on its port and URL (after a crash)"),
         ("logs", _logs, "print the server log"),
         ("stop", _stop, "stop the service"),
     ):
@@ -171,6 +277,12 @@ def parser() -> argparse.ArgumentParser:
             s.add_argument("--json", action="store_true")
         if cmd == "logs":
             s.add_argument("--lines", type=int, default=200)
+    rq = sub.add_parser("requests", help="print the request log: time, status, latency, rows, error")
+    rq.add_argument("name")
+    rq.add_argument("--version", type=int, default=None)
+    rq.add_argument("--limit", type=int, default=20, help="the last N requests (default: 20)")
+    rq.add_argument("--errors", action="store_true", help="only requests answered with an error")
+    rq.set_defaults(func=_requests)
     rb = sub.add_parser("rollback", help="serve an earlier version again")
     rb.add_argument("name")
     rb.add_argument("version", type=int)
@@ -204,6 +316,9 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    for stream in (sys.stdout, sys.stderr):  # a terminal that cannot show "…" gets \\u2026 rather than a traceback
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     args = parser().parse_args(argv)
     try:
         return int(args.func(args))

@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import os
 import re
+import unicodedata
 from pathlib import Path
 
 from .errors import UsageError
 
 #: Deployment names: DNS labels. Always ``fullmatch``: ``$`` also matches before a trailing newline.
 NAME = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
+
+
+def suggest_name(name: str) -> str | None:
+    """A valid name close to ``name``: ``Wine_Quality`` -> ``wine-quality``, ``'wine v2'`` -> ``wine-v2``."""
+    text = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode().lower()
+    text = re.sub(r"[^a-z0-9]+", "-", text).strip("-")[:63].strip("-")
+    return text if text and NAME.fullmatch(text) else None
 
 
 def home() -> Path:

@@ -4,12 +4,13 @@ the target or the monitor."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from . import card, keys, lifecycle
+from . import card, config, keys, lifecycle
 from .client import ServiceClient
 from .errors import NbdeployError, NotSupported, UsageError
 from .registry import RUNNING, Record, Registry
@@ -22,13 +23,13 @@ start_record, stop_record = lifecycle.start_record, lifecycle.stop_record
 class Deployment:
     """One version of a named deployment. ``predict`` goes over HTTP to the running service."""
 
-    def __init__(self, record: Record, registry: Registry | None = None, new_key: str | None = None) -> None:
+    def __init__(self, record: Record, registry: Registry | None = None, note: str | None = None) -> None:
         self._record = record
         self._registry = registry or Registry()
         self._client = ServiceClient(record, self._registry)
         #: The id the service gave the last ``predict`` call; pass it to ``feedback``.
         self.last_request_id: str | None = None
-        self._new_key = new_key  # made by the deploy that returned this handle: its card shows it in full
+        self._note = note  # a line for the card, such as "unchanged: v3 already serves this model"
 
     @property
     def name(self) -> str:
@@ -69,6 +70,45 @@ class Deployment:
         predictions, self.last_request_id = self._client.predict(data, timeout, self.status)
         return predictions
 
+    def predict_proba(self, data: Any, timeout: float = 60.0) -> np.ndarray:
+        """Class probabilities from the endpoint, as ``model.predict_proba`` returns (columns in ``classes_``'s
+        order). Logged with the request, so ``feedback`` gives AUC, log-loss and calibration on the panel.
+        Raises ``UsageError`` before any HTTP when the model has no ``predict_proba``."""
+        values, self.last_request_id = self._client.predict(data, timeout, self.status, "predict_proba")
+        return values
+
+    def decision_function(self, data: Any, timeout: float = 60.0) -> np.ndarray:
+        """Decision values from the endpoint, as ``model.decision_function`` returns (e.g. a LinearSVC's)."""
+        values, self.last_request_id = self._client.predict(data, timeout, self.status, "decision_function")
+        return values
+
+    @property
+    def classes_(self) -> np.ndarray | None:
+        """The model's class labels as recorded at deploy (the columns of ``predict_proba``); None for a
+        regressor, a function, or a version recorded before classes were."""
+        classes = self._record.info.classes
+        return None if classes is None else np.asarray(classes)
+
+    @property
+    def methods(self) -> list[str] | None:
+        """The methods the service answers: ``predict`` and, when the model has them, ``predict_proba``
+        and ``decision_function`` (None: recorded before methods were)."""
+        return self._record.info.methods
+
+    def probability_metrics(self) -> dict[str, Any]:
+        """AUC and log-loss of the logged ``predict_proba`` answers that have ``feedback``: binary AUC of the
+        positive class (``classes_[1]``), multiclass one-vs-rest macro AUC; with the rows they cover."""
+        from .monitor import probability_metrics
+
+        return probability_metrics(self._record)
+
+    def calibration(self, bins: int = 10) -> pd.DataFrame:
+        """Calibration of the logged probabilities against ``feedback``, one row per probability bin: mean
+        predicted, observed frequency, count (binary: of the positive class; multiclass: of the top class)."""
+        from .monitor import calibration
+
+        return calibration(self._record, bins)
+
     def feedback(self, request_ids: str | list[str], y_true: Any) -> int:
         """Ground truth for earlier predictions, so the panel can show accuracy over time.
 
@@ -81,15 +121,24 @@ class Deployment:
         url = self._refresh().url or ""
         return send_feedback(url, list(request_ids), list(y_true), headers=self._client.headers(reload=True))
 
-    def rotate_key(self) -> str:
-        """Replace the API key without downtime; returns the new key (the old one stops working)."""
+    def key(self) -> keys.Key:
+        """The API key of this name, read from the owner-only registry. It shows masked when a notebook displays it
+        (so a saved notebook never holds it); ``str(key)``, f-strings and headers get the whole key."""
+        rec = self._record
+        secret = self._registry.key(rec.name)
+        if not rec.info.auth or secret is None:
+            raise UsageError(f"'{rec.name}' was deployed with auth=False: it has no API key")
+        return keys.Key(secret)
+
+    def rotate_key(self) -> keys.Key:
+        """Replace the API key without downtime; returns the new key (the old one stops working), masked on
+        display as ``key()`` is."""
         rec = self._refresh()
         if not rec.info.auth:
             raise UsageError(f"'{rec.name}' was deployed with auth=False: it has no key to rotate")
         new = keys.rotate(self._registry, rec.name, rec.version)
         self._client.use_key(new)
-        self._new_key = new
-        return new
+        return keys.Key(new)
 
     def requests(self) -> pd.DataFrame:
         """The request log: one row per recorded request (time, latency, status, rows)."""
@@ -194,13 +243,18 @@ class Deployment:
         }
 
     def curl(self, key: str | None = None) -> str:
-        """A ready-to-copy request: the first row of the sample the model was deployed with."""
-        return card.curl(self._record, key)
+        """A ready-to-copy request (the first row of the sample) that reads the key from ``$NBDEPLOY_KEY``; a wide
+        model's body is read from the example file deploy saved, so the line stays short."""
+        return card.curl(self._record, key, self._example_path())
+
+    def _example_path(self) -> Path | None:
+        path = config.deployment_dir(self.name, self.version) / card.EXAMPLE_FILE
+        return path if path.exists() else None
 
     def __repr__(self) -> str:
         return f"Deployment(name={self.name!r}, version={self.version}, target={self.target!r}, url={self.url!r})"
 
     def _repr_html_(self) -> str:
-        """The card; the key in full only on the handle of the deploy (or rotation) that made it."""
-        stored = None if self._new_key else self._registry.key(self.name)
-        return card.render(self._record, shown_key=self._new_key, stored_key=stored)
+        """The card: the key masked, always (what a notebook shows is saved with it)."""
+        stored = self._registry.key(self.name) if self._record.info.auth else None
+        return card.render(self._record, stored_key=stored, note=self._note, example_path=self._example_path())

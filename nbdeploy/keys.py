@@ -29,6 +29,26 @@ PREFIX = "nbd_"
 KEYS_FILE = "keys.json"
 
 
+class Key(str):
+    """An API key that shows masked wherever a notebook or a log would display it (repr, IPython's pretty printer,
+    HTML), since a displayed output is saved in the ``.ipynb``; as a string (``str(k)``, f-strings, headers) it is
+    the whole key."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return f"Key({masked(self)!r})"
+
+    def _repr_pretty_(self, p: object, cycle: bool) -> None:
+        p.text(repr(self))  # type: ignore[attr-defined]
+
+    def _repr_html_(self) -> str:
+        return f"<code>{masked(self)}</code> <i>(the key is masked on display: use str(key))</i>"
+
+    def __str__(self) -> str:
+        return str.__str__(self)
+
+
 def new_key() -> str:
     return PREFIX + secrets.token_urlsafe(32)
 
@@ -112,4 +132,4 @@ def rotate(registry: Registry, name: str, version: int | None = None) -> str:
     return new
 
 
-__all__ = ["digest", "masked", "new_key", "read_hashes", "redact_salt", "rotate", "wait_until", "write_hashes"]
+__all__ = ["Key", "digest", "masked", "new_key", "read_hashes", "redact_salt", "rotate", "wait_until", "write_hashes"]

@@ -6,13 +6,14 @@ one clear line, no traceback, and still a failed cell, so papermill stops on the
 
 from __future__ import annotations
 
+import difflib
 import json
 import shlex
 from typing import Any
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_magic, magics_class
-from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from IPython.core.magic_arguments import argument, magic_arguments
 from IPython.display import display
 
 from . import _api, errors
@@ -36,6 +37,14 @@ def _target_option(item: str) -> tuple[str, Any]:
         return key.strip().replace("-", "_"), value
 
 
+def _is_number(token: str) -> bool:
+    try:
+        float(token)
+    except ValueError:
+        return False
+    return True
+
+
 def _user_error(exc: NbdeployError) -> UsageError:
     """One line IPython shows without a traceback; the kind of error is named unless it is a plain usage error."""
     kind = "" if isinstance(exc, errors.UsageError) else f"{type(exc).__name__}: "
@@ -45,14 +54,37 @@ def _user_error(exc: NbdeployError) -> UsageError:
 @magics_class
 class DeployMagics(Magics):
     def _lookup(self, name: str, what: str) -> Any:
+        """The notebook variable ``name``; ``what`` is the argument it came from (``model``, ``--sample``)."""
+        if not name.isidentifier():
+            raise UsageError(
+                f"{what} takes a variable name, not an expression: {name!r}\n"
+                f"hint: assign it first (x = {name}) and pass x"
+            )
         ns = self.shell.user_ns if self.shell is not None else {}
         if name not in ns:
             raise UsageError(f"{what} '{name}' is not defined in this notebook (run the cell that creates it first)")
         return ns[name]
 
     def _parse(self, magic: Any, line: str) -> Any:
+        """Arguments split as a shell does (``--name 'wine v2'`` gives ``wine v2``, without quotes); an unknown
+        option is named, with the closest known one."""
+        parser = magic.parser
         try:
-            return parse_argstring(magic, line)
+            argv = shlex.split(line)
+        except ValueError as exc:  # an unclosed quote
+            raise UsageError(f"could not parse '{line}': {exc}") from None
+        known = [s for action in parser._actions for s in action.option_strings]
+        for token in argv:
+            option = token.split("=", 1)[0]
+            attached = option[:2] in known and not option.startswith("--")  # -nwine is -n wine
+            if option.startswith("-") and option not in known and not attached and not _is_number(option):
+                close = difflib.get_close_matches(option, known, n=1, cutoff=0.6)
+                raise UsageError(
+                    f"unknown option {option} for %{magic.__name__}"
+                    + (f": did you mean {close[0]}?" if close else f"; see %{magic.__name__}?")
+                )
+        try:
+            return parser.parse_args(argv)
         except UsageError:
             raise
         except SystemExit as exc:  # argparse on bad input
@@ -76,12 +108,15 @@ class DeployMagics(Magics):
         "--option", "-o", action="append", default=[], metavar="KEY=VALUE",
         help="another option of the target (repeatable; VALUE is read as JSON if it parses, e.g. hpa=false)",
     )  # fmt: skip
+    @argument("--force", action="store_true", help="make a new version even if the model and options are unchanged")
     @line_magic
     def deploy(self, line: str) -> Any:
-        """Deploy a model from this notebook: %deploy model --name churn --sample X_train"""
+        """Deploy a model from this notebook: ``dep = %deploy model --name churn --sample X_train``
+
+        Returns the handle (its card shows when the line ends the cell); assign it to keep it."""
         args = self._parse(self.deploy, line)
-        model = self._lookup(args.model, "model")
-        sample = self._lookup(args.sample, "sample")
+        model = self._lookup(args.model, "the model")
+        sample = self._lookup(args.sample, "--sample")
         reqs = [r.strip() for r in args.requirements.split(",") if r.strip()] if args.requirements else None
         redact = dict(_redact_item(r) for r in args.redact.split(",") if r.strip()) if args.redact else None
         extra = dict(_target_option(o) for o in args.option) or None
@@ -90,7 +125,7 @@ class DeployMagics(Magics):
             options.update(replicas=args.replicas, context=args.context, namespace=args.namespace)
             return _api.deploy(
                 model, name=args.name, sample=sample, target=args.target, port=args.port, requirements=reqs,
-                redact=redact, target_options=extra,
+                redact=redact, target_options=extra, force=args.force,
                 **{k: v for k, v in options.items() if v is not None},
             )  # fmt: skip
         except NbdeployError as exc:
@@ -100,9 +135,12 @@ class DeployMagics(Magics):
     @argument("--all", "-a", action="store_true", help="list every version, not only the current one")
     @line_magic
     def deployments(self, line: str) -> Any:
-        """List deployments and their status."""
+        """List deployments: status checked now (with the fix for a failed one), age, requests and error rate."""
         args = self._parse(self.deployments, line)
-        return _api.deployments(all_versions=args.all)
+        from .views import rows
+        from .views_frame import deployments_frame  # a DataFrame shown as the compact table
+
+        return deployments_frame(rows(all_versions=args.all))
 
     @line_magic
     def undeploy(self, line: str) -> None:
@@ -136,4 +174,7 @@ class DeployMagics(Magics):
 
 
 def register(ipython: Any) -> None:
+    from . import _ipython
+
     ipython.register_magics(DeployMagics)
+    _ipython.install(ipython)  # nbdeploy's errors in one line, as the magics' own

@@ -27,6 +27,11 @@ class Info:
     limits: dict[str, float] = field(default_factory=dict)
     redact: dict[str, str] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+    # The model's methods at deploy ("predict", "predict_proba", "decision_function") and its class labels: the
+    # handle refuses a method the model lacks before any HTTP. None: recorded before they were (ask the service).
+    methods: list[str] | None = None
+    classes: list[Any] | None = None
+    model: str = ""  # what the card calls it: "RandomForestClassifier", "Pipeline(StandardScaler → SVC)"
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Info:

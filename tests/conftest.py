@@ -28,7 +28,7 @@ def _stop_everything() -> None:
     import nbdeploy
 
     for rec in nbdeploy.deployments(all_versions=True).itertuples():
-        if rec.status == "running":
+        if rec.recorded == "running":  # as the registry has it: a crashed version's workers must go too
             nbdeploy.get(rec.name, rec.version).stop()
 
 

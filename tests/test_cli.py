@@ -39,8 +39,9 @@ def test_list_status_logs_stop(churn_data):
             dep.stop()
 
 
-def test_unknown_name_is_one_clear_line():
-    out = _cli("status", "no-such-model")
+@pytest.mark.parametrize("command", ["status", "restart", "requests", "logs"])
+def test_unknown_name_is_one_clear_line(command):
+    out = _cli(command, "no-such-model")
     assert out.returncode == 2
     assert out.stderr.startswith("error: no deployment 'no-such-model'") and "Traceback" not in out.stderr
 

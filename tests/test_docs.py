@@ -74,7 +74,8 @@ NOTEBOOK_CHECKS: dict[str, tuple[dict[str, object], list[str]]] = {
     "security.ipynb": (
         {"name": "docs-secure", "open_name": "docs-open", "private_name": "docs-private"},
         [
-            "shown once: copy it now",
+            "never shown here, so it never lands in a saved notebook",
+            "dep.key() on display: Key('nbd_",
             "no key:           401 unauthorized: send a valid API key",
             "Bearer key:       200",
             "X-API-Key header: 200",

@@ -143,7 +143,7 @@ def _stop_lab(proc: subprocess.Popen[bytes], url: str, token: str) -> None:
 
 def _stop_deployments() -> None:
     for rec in nbdeploy.deployments(all_versions=True).itertuples():
-        if rec.name == NAME and rec.status == "running":
+        if rec.name == NAME and rec.recorded == "running":
             nbdeploy.get(rec.name, rec.version).stop()
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import nbformat
@@ -41,3 +42,43 @@ def test_a_bad_magic_fails_the_run_with_one_clear_line(tmp_path, cell, message):
     shown = "".join(o.get("text", "") + "".join(o.get("traceback", [])) for o in outputs)
     assert shown.startswith("UsageError: ") and message in shown, shown
     assert "Traceback" not in shown and len(shown.strip().splitlines()) <= 2
+
+
+FULL_KEY = r"nbd_[A-Za-z0-9_-]{20,}"
+
+
+def test_a_saved_notebook_holds_no_api_key_and_errors_are_one_line(tmp_path):
+    """Execute and save a notebook that deploys, shows cards, asks for the key, rotates it and curls; then read
+    the saved .ipynb: no key in it, old or new. Its last cell's 400 shows one line and the hint, no frames."""
+    import re
+
+    import nbdeploy
+
+    keys_file = tmp_path / "keys.txt"
+    cells = [
+        "%load_ext nbdeploy\nimport pandas as pd, nbdeploy\nfrom sklearn.linear_model import LogisticRegression\n"
+        "X = pd.DataFrame({'a': [0.0, 1.0, 2.0, 3.0], 'b': [1.0, 0.0, 1.0, 0.0]})\n"
+        "model = LogisticRegression().fit(X, [0, 0, 1, 1])",
+        "dep = %deploy model --name saved-notebook --sample X\ndep",
+        "nbdeploy.get('saved-notebook')",
+        "first = dep.key()\nfirst",
+        "second = dep.rotate_key()\nsecond",
+        f"open({str(keys_file)!r}, 'w').write(str(first) + '\\n' + str(second))\nprint(dep.curl())\ndep.predict(X)",
+        "dep.predict(pd.DataFrame({'a': ['x']}))",
+    ]
+    try:
+        with pytest.raises(papermill.PapermillExecutionError):
+            _run_cells(tmp_path, *cells)
+    finally:
+        with contextlib.suppress(nbdeploy.NbdeployError):
+            nbdeploy.get("saved-notebook").stop()
+    saved = (tmp_path / "bad.out.ipynb").read_text()
+    made = keys_file.read_text().split()
+    assert len(made) == 2 and all(re.fullmatch(FULL_KEY, k) for k in made)
+    for key in made:
+        assert key not in saved
+    assert not re.search(FULL_KEY, saved)
+    last = nbformat.read(tmp_path / "bad.out.ipynb", as_version=4).cells[-1].outputs
+    shown = "\n".join("".join(o.get("traceback", [])) + o.get("text", "") for o in last)
+    assert "PredictionError: 'saved-notebook' answered 400" in shown and "column" in shown
+    assert "Traceback" not in shown and "File " not in shown and len(shown.strip().splitlines()) <= 3, shown

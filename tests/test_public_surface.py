@@ -14,6 +14,8 @@ from nbdeploy import errors
 
 
 def test_all_is_exactly_the_public_surface():
+    for name in nbdeploy.__all__:  # lazy names (PEP 562) resolve on first use: resolve them before looking
+        getattr(nbdeploy, name)
     public = {
         name
         for name, value in vars(nbdeploy).items()

@@ -210,7 +210,8 @@ def test_a_crashed_server_shows_failed_and_restarts_on_the_same_port():
             assert time.monotonic() < deadline
             time.sleep(0.05)
         assert dep.status() == "failed"
-        assert nbdeploy.deployments().set_index("name").loc["crashy", "status"] == "running"  # as last recorded
+        row = nbdeploy.deployments().loc["crashy"]  # every view checks the process: the truth, and what to do
+        assert (row["status"], row["recorded"], row["hint"]) == ("failed", "running", "nbdeploy restart crashy")
         dep.restart()
         assert dep.url == url and dep._record.pid != pid and dep.status() == "running"
         assert dep.predict(X).tolist() == [3.0, 6.0, 9.0]

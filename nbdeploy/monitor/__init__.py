@@ -12,9 +12,21 @@ from .. import config
 from ..errors import NbdeployError, PredictionError
 from ..registry import Record
 from .drift import DriftThresholds, compute
+from .scores import ProbabilityScores, evaluate
 from .store import RequestLog, accuracy_over_time, load_reference, logged_schema
 
-__all__ = ["DriftThresholds", "RequestLog", "accuracy_over_time", "drift", "log_for", "send_feedback"]
+__all__ = [
+    "DriftThresholds",
+    "ProbabilityScores",
+    "RequestLog",
+    "accuracy_over_time",
+    "calibration",
+    "drift",
+    "log_for",
+    "probability_metrics",
+    "probability_scores",
+    "send_feedback",
+]
 
 
 def log_for(record: Record) -> RequestLog:
@@ -35,6 +47,21 @@ def drift(record: Record, thresholds: DriftThresholds | None = None, max_rows: i
         current = ref_inputs.iloc[0:0]
         preds = np.asarray([])
     return compute(ref_inputs, current, ref_preds, preds, thresholds)
+
+
+def probability_scores(record: Record, bins: int = 10) -> ProbabilityScores:
+    """AUC, log-loss and calibration of a version's logged ``predict_proba`` answers that have feedback."""
+    return evaluate(*log_for(record).scored("predict_proba"), bins=bins)
+
+
+def probability_metrics(record: Record) -> dict[str, Any]:
+    """``probability_scores`` as a dict: auc, log_loss, rows, unmatched, classes, positive_class."""
+    return probability_scores(record).as_dict()
+
+
+def calibration(record: Record, bins: int = 10) -> pd.DataFrame:
+    """The calibration table: per bin of predicted probability, mean predicted, observed frequency, count."""
+    return probability_scores(record, bins).calibration
 
 
 def send_feedback(url: str, request_ids: list[str], y_true: list[Any], headers: dict[str, str] | None = None) -> int:

@@ -2,7 +2,8 @@
 
 Tiles from the service's ``/metrics`` counters and the request log, traffic and latency per time
 bucket, drift and the prediction distribution against the deploy-time sample, accuracy from
-feedback. Tests call ``snapshot`` directly; ``figures``, ``html`` and ``widget`` only read its result.
+feedback, AUC, log-loss and calibration of logged probabilities. Tests call ``snapshot`` directly;
+``figures``, ``html`` and ``widget`` only read its result.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -18,6 +20,7 @@ from .. import config
 from ..registry import Record, Registry
 from . import metrics
 from .drift import DriftThresholds, compute
+from .scores import CALIBRATION_COLUMNS, evaluate
 from .source import Source, StatusFn, Watched, watch
 from .store import RequestLog, accuracy_over_time, load_reference, logged_schema
 
@@ -64,6 +67,12 @@ class PanelData:
     labelled: int = 0  # rows with ground truth from feedback
     accuracy_over_time: pd.DataFrame = field(default_factory=pd.DataFrame, repr=False)  # store.accuracy_over_time
     accuracy_bucket_s: int = 60  # the time bucket of ``accuracy_over_time``
+    # logged predict_proba answers joined with feedback (monitor.scores): None until both exist
+    auc: float | None = None  # binary: of the positive class; multiclass: one-vs-rest macro
+    log_loss: float | None = None
+    scored: int = 0  # labelled rows with probabilities
+    positive_class: Any = None  # binary only
+    calibration: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=CALIBRATION_COLUMNS), repr=False)
     problems: list[str] = field(default_factory=list)  # what could not be read, in words
     drift_at: float = 0.0  # when the drift part (drift, predictions) was computed
     drift_basis: tuple[int, float] = field(default=(0, 0.0), repr=False)  # successful requests seen then
@@ -115,6 +124,7 @@ def snapshot(
         data.errors = int((everything["status"] != 200).sum())
     _drift(data, frame, rec, reqlog, reuse, max_rows, thresholds, drift_every_s)
     _accuracy(data, reqlog)
+    _probabilities(data, reqlog)
     return data
 
 
@@ -272,3 +282,15 @@ def _accuracy_bucket(joined: pd.DataFrame) -> int:
     """Seconds per accuracy point: at least 10, and up to ~30 points over the labelled span."""
     span = float(joined["ts"].max() - joined["ts"].min()) if len(joined) else 0.0
     return next((b for b in BUCKETS_S if b >= 10 and span / b <= 30), BUCKETS_S[-1])
+
+
+def _probabilities(data: PanelData, reqlog: RequestLog) -> None:
+    """AUC, log-loss and the calibration table from logged probabilities and their feedback."""
+    try:
+        scores = evaluate(*reqlog.scored("predict_proba"))
+    except Exception as exc:
+        log.debug("probability scores failed", exc_info=True)
+        data.problems.append(f"AUC and log-loss could not be computed: {type(exc).__name__}: {exc}")
+        return
+    data.auc, data.log_loss, data.scored = scores.auc, scores.log_loss, scores.rows
+    data.positive_class, data.calibration = scores.positive_class, scores.calibration

@@ -1,5 +1,5 @@
 """The panel's matplotlib figures as PNG bytes (Agg, no pyplot state): traffic and latency,
-predictions against the reference, accuracy from feedback.
+predictions against the reference, accuracy from feedback, calibration of logged probabilities.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from matplotlib.ticker import FuncFormatter, MaxNLocator, PercentFormatter
 from .data import PanelData
 from .style import BLUE, GREEN, GREY, LIVE_COLOUR, ORANGE, RED, REFERENCE_COLOUR, fmt_ms, fmt_number, fmt_span
 
-__all__ = ["accuracy_figure", "predictions_figure", "traffic_figure"]
+__all__ = ["accuracy_figure", "calibration_figure", "predictions_figure", "traffic_figure"]
 
 FIG_DPI = 150  # rendered at 1.5x the display size: sharp on high-density screens
 DISPLAY_DPI = 100
@@ -235,4 +235,28 @@ def accuracy_figure(data: PanelData, width: float = 4.4, height: float = 2.8) ->
         ax.set_title(f"Mean absolute error from feedback: {overall} ({data.labelled:,} rows)", fontsize=10, loc="left")
     right = max(_local(data.at), x[-1] + step / 2)
     _time_axis(ax, min(x[0] - step / 2, right - pd.Timedelta(seconds=MIN_SPAN_S)), right, max_ticks=int(width))
+    return _png(fig)
+
+
+# ---------------------------------------------------------------------------------------------- calibration
+
+
+def calibration_figure(data: PanelData, width: float = 3.2, height: float = 2.8) -> bytes | None:
+    """Observed frequency against mean predicted probability per bin (the diagonal is perfect calibration),
+    dots sized by rows; None until predict_proba answers have feedback."""
+    c = data.calibration
+    if c.empty:
+        return None
+    fig, (ax,) = _figure(width, height)
+    ax.plot([0, 1], [0, 1], color=GREY, linewidth=0.8, linestyle="--")
+    sizes = 12 + 60 * c["count"].to_numpy(float) / max(float(c["count"].max()), 1.0)
+    ax.plot(c["mean_predicted"], c["observed"], color=BLUE, linewidth=1.2)
+    ax.scatter(c["mean_predicted"], c["observed"], s=sizes, color=BLUE, zorder=3)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.02)
+    ax.set_aspect("equal")
+    what = f"class {data.positive_class}" if data.positive_class is not None else "top class"
+    ax.set_xlabel(f"mean predicted ({what})", fontsize=9)
+    ax.set_ylabel("observed frequency", fontsize=9)
+    ax.set_title(f"Calibration ({data.scored:,} rows)", fontsize=10, loc="left")
     return _png(fig)

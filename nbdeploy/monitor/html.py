@@ -8,7 +8,7 @@ import base64
 import html
 
 from .data import PanelData
-from .figures import accuracy_figure, predictions_figure, traffic_figure
+from .figures import accuracy_figure, calibration_figure, predictions_figure, traffic_figure
 from .style import (
     GREY,
     ORANGE,
@@ -26,7 +26,7 @@ from .style import (
 
 __all__ = ["NO_FEEDBACK", "TILES", "StaticPanel", "drift_table", "header", "notes", "static_html", "tiles"]
 
-TILES = ("requests", "rate", "p50", "p95", "errors", "drift")
+TILES = ("requests", "rate", "p50", "p95", "errors", "drift", "auc")
 
 NO_FEEDBACK = (
     "<div style='color:#59636e;font-size:12px;padding:8px 0'>No feedback yet: accuracy over time appears once "
@@ -57,6 +57,11 @@ def tiles(data: PanelData) -> dict[str, str]:
         drift_sub = "none drifted" if judged else "waiting for traffic"
     errors_sub = f"{fmt_count(data.errors)} failed in all" if data.errors else over
     total_sub = "since the service started" if data.total_from == "metrics" else "in the request log"
+    auc_value = "–" if data.auc is None else f"{data.auc:.3f}"
+    if data.log_loss is not None:
+        auc_sub = f"log-loss {data.log_loss:.3f} · {data.scored:,} rows"
+    else:
+        auc_sub = "needs predict_proba + feedback"
     return {
         "requests": _tile("Requests", fmt_count(data.total_requests), total_sub),
         "rate": _tile("Requests/s", fmt_rate(data.rate), over),
@@ -64,6 +69,7 @@ def tiles(data: PanelData) -> dict[str, str]:
         "p95": _tile("Latency p95", fmt_ms(data.p95_ms), over),
         "errors": _tile("Error rate", fmt_pct(data.error_rate), errors_sub, err_colour),
         "drift": _tile("Drifted features", drift_value, drift_sub, RED if data.drifted else "#1f2328"),
+        "auc": _tile("AUC", auc_value, auc_sub),
     }
 
 
@@ -121,6 +127,7 @@ def static_html(data: PanelData) -> str:
     """One snapshot as self-contained HTML (tiles, PNGs as data URIs, drift table): for saved notebooks."""
     t = tiles(data)
     acc = accuracy_figure(data)
+    cal = calibration_figure(data)
     problems = "".join(f"<div style='color:{ORANGE};font-size:12px'>{html.escape(p)}</div>" for p in notes(data))
     return (
         "<div class='nbdeploy-panel' style='font-family:system-ui,sans-serif;max-width:1080px'>"
@@ -129,7 +136,8 @@ def static_html(data: PanelData) -> str:
         "<div style='display:flex;gap:8px;flex-wrap:wrap'>"
         f"{_img(traffic_figure(data), 600)}{_img(predictions_figure(data), 440)}</div>"
         "<div style='display:flex;gap:16px;flex-wrap:wrap;align-items:flex-start;margin-top:6px'>"
-        f"<div>{drift_table(data)}</div><div>{_img(acc, 440) if acc else NO_FEEDBACK}</div></div>"
+        f"<div>{drift_table(data)}</div><div>{_img(acc, 440) if acc else NO_FEEDBACK}</div>"
+        f"{f'<div>{_img(cal, 320)}</div>' if cal else ''}</div>"
         f"{problems}<div style='color:#59636e;font-size:11px;margin-top:4px'>snapshot taken at {clock(data.at)}"
         " &middot; live view: <code>dep.monitor()</code></div></div>"
     )

@@ -14,6 +14,8 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 ENDPOINT = "/predict"
+#: The model's JSON routes, counted together as the panel's requests (the score routes are /predict's kin).
+ENDPOINTS = frozenset({ENDPOINT, "/predict_proba", "/decision_function"})
 
 
 @dataclass(frozen=True)
@@ -40,7 +42,7 @@ def parse(text: str, at: float | None = None) -> Scrape:
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             labels = sample.labels
-            if labels.get("endpoint", ENDPOINT) != ENDPOINT:
+            if labels.get("endpoint", ENDPOINT) not in ENDPOINTS:
                 continue
             if sample.name == "bentoml_service_request_total":
                 code = labels.get("http_response_code", "?")

@@ -1,5 +1,6 @@
 """The monitoring panel of one deployment version: headline tiles, traffic and latency over time,
-predictions against the reference, the drift table and accuracy from feedback.
+predictions against the reference, the drift table, accuracy from feedback, and AUC, log-loss and calibration of
+logged probabilities.
 
 A facade over the modules that make it, the data flowing one way:
 
@@ -13,7 +14,7 @@ A facade over the modules that make it, the data flowing one way:
 from __future__ import annotations
 
 from .data import ENDED, PanelData, snapshot
-from .figures import accuracy_figure, predictions_figure, traffic_figure
+from .figures import accuracy_figure, calibration_figure, predictions_figure, traffic_figure
 from .html import NO_FEEDBACK, TILES, StaticPanel, drift_table, header, static_html, tiles
 from .source import Source, StatusFn
 from .widget import Panel, open_panel
@@ -28,6 +29,7 @@ __all__ = [
     "StaticPanel",
     "StatusFn",
     "accuracy_figure",
+    "calibration_figure",
     "drift_table",
     "header",
     "open_panel",

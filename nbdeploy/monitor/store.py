@@ -32,6 +32,12 @@ class RequestLog:
         finally:
             con.close()
 
+    def _has_column(self, column: str) -> bool:
+        """Whether the log's ``requests`` table has ``column`` (a log written before it was added has not)."""
+        if not self.path.exists():
+            return False
+        return column in set(self._query("SELECT name FROM pragma_table_info('requests')").get("name", []))
+
     def requests(self, since: float = 0.0) -> pd.DataFrame:
         """One row per recorded request: id, time, latency, status, rows."""
         frame = self._query(
@@ -56,6 +62,8 @@ class RequestLog:
             except (InputError, ValueError, TypeError):
                 continue
             out = json.loads(outputs)
+            if not isinstance(out, list):  # scores whose classes could not be told (no classes_)
+                continue
             n = min(len(rows), len(out))
             blocks.append((pd.DataFrame(rows[:n]) if isinstance(rows, np.ndarray) else rows[:n], out[:n]))
             total += n
@@ -78,11 +86,58 @@ class RequestLog:
             frame.get("ts", []), frame.get("outputs", []), frame.get("y_true", []), strict=False
         ):
             preds, truth = json.loads(outputs), json.loads(y_true)
+            if not isinstance(preds, list):  # scores whose classes could not be told (no classes_)
+                continue
             truth = truth if isinstance(truth, list) else [truth]
             rows.extend({"ts": ts, "y_pred": p, "y_true": t} for p, t in zip(preds, truth, strict=False))
         out = pd.DataFrame(rows, columns=["ts", "y_pred", "y_true"])
         out["time"] = pd.to_datetime(out["ts"], unit="s", utc=True)
         return out
+
+    def scored(self, method: str = "predict_proba") -> tuple[pd.DataFrame, np.ndarray, list[Any]]:
+        """Logged ``method`` answers joined with ground truth, one row per labelled row: the frame (ts, y_true,
+        time), the scores (rows x classes) and the classes, the latest requests' (rows of other classes are left
+        out: one version has one set)."""
+        empty = pd.DataFrame(columns=["ts", "y_true", "time"])
+        if not self._has_column("scores"):
+            return empty, np.empty((0, 0)), []
+        frame = self._query(
+            "SELECT r.ts AS ts, r.scores AS scores, f.y_true AS y_true FROM feedback f"
+            " JOIN requests r ON r.request_id = f.request_id WHERE r.scores IS NOT NULL ORDER BY r.ts"
+        )
+        classes: list[Any] | None = None
+        blocks: list[tuple[float, list[Any], list[Any]]] = []  # per request, the latest first
+        for ts, scores, y_true in reversed(list(frame.itertuples(index=False, name=None))):
+            record, truth = json.loads(scores), json.loads(y_true)
+            if not isinstance(record, dict) or record.get("method") != method or not record.get("classes"):
+                continue
+            if classes is None:
+                classes = record["classes"]
+            values = record.get("values")
+            if record["classes"] != classes or not isinstance(values, list):
+                continue
+            truth = truth if isinstance(truth, list) else [truth]
+            n = min(len(values), len(truth))
+            blocks.append((ts, truth[:n], values[:n]))
+        if classes is None or not blocks:
+            return empty, np.empty((0, 0)), []
+        blocks.reverse()
+        arr = np.asarray([_floats(row) for _, _, values in blocks for row in values], dtype=float)
+        out = pd.DataFrame(
+            {
+                "ts": [ts for ts, truth, _ in blocks for _ in truth],
+                "y_true": [y for _, truth, _ in blocks for y in truth],
+            }
+        )
+        out["time"] = pd.to_datetime(out["ts"], unit="s", utc=True)
+        return out, arr, list(classes)
+
+
+def _floats(row: Any) -> Any:
+    """A logged score row with JSON's nulls (NaN in the answer) back as NaN."""
+    if isinstance(row, list):
+        return [np.nan if v is None else v for v in row]
+    return np.nan if row is None else row
 
 
 def logged_schema(info: Info) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from ..errors import UsageError
 from ..registry import Record, Registry
 from . import metrics
 from .data import ENDED, PanelData, snapshot
-from .figures import accuracy_figure, predictions_figure, traffic_figure
+from .figures import accuracy_figure, calibration_figure, predictions_figure, traffic_figure
 from .html import NO_FEEDBACK, TILES, StaticPanel, drift_table, header, notes, tiles
 from .source import Source, StatusFn, Watched, watch
 from .style import MUTED, RED, clock
@@ -95,6 +95,7 @@ class Panel:
         self._drift = w.HTML()
         self._accuracy = w.Image(format="png", layout=w.Layout(width="440px", display="none"))
         self._no_feedback = w.HTML(NO_FEEDBACK)
+        self._calibration = w.Image(format="png", layout=w.Layout(width="320px", display="none"))
         self._status = w.HTML().add_class("nbdeploy-status")
         row = {"grid_gap": "8px", "flex_flow": "row wrap"}
         return w.VBox(
@@ -106,7 +107,7 @@ class Panel:
                 w.HBox(list(self.tiles.values()), layout=w.Layout(**row)),
                 w.HBox([self._traffic, self._predictions], layout=w.Layout(**row)),
                 w.HBox(
-                    [self._drift, w.VBox([self._accuracy, self._no_feedback])],
+                    [self._drift, w.VBox([self._accuracy, self._no_feedback]), self._calibration],
                     layout=w.Layout(**{**row, "grid_gap": "16px"}, align_items="flex-start"),
                 ),
                 self._status,
@@ -207,6 +208,11 @@ class Panel:
             self._update("accuracy", basis, self._accuracy, accuracy_figure, data)
             self._accuracy.layout.display = None
             self._no_feedback.layout.display = "none"
+        if not data.calibration.empty:
+            self._update(
+                "calibration", (data.scored, len(data.calibration)), self._calibration, calibration_figure, data
+            )
+            self._calibration.layout.display = None
 
     def _update(self, key: str, basis: Any, image: Any, draw: Any, data: PanelData) -> None:
         """Redraw one figure only when what it shows changed (drawing is the costly part of a refresh)."""

@@ -10,6 +10,7 @@ import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ..capture import ModelArtifact
 from ..errors import PackagingError
@@ -38,11 +39,17 @@ def bento_env() -> dict[str, str]:
     return env
 
 
-def _write_context(ctx: Path, artifact: ModelArtifact, service_name: str, image: dict[str, str] | None = None) -> None:
+def _write_context(
+    ctx: Path,
+    artifact: ModelArtifact,
+    service_name: str,
+    image: dict[str, str] | None = None,
+    extra_meta: dict[str, Any] | None = None,
+) -> None:
     art = ctx / "artifact"
     art.mkdir()
     (art / "model.pkl").write_bytes(artifact.payload)
-    meta = {**artifact.meta(service_name), **({"image": image} if image else {})}
+    meta = {**artifact.meta(service_name), **(extra_meta or {}), **({"image": image} if image else {})}
     (art / "meta.json").write_text(json.dumps(meta, indent=1))
     if artifact.wheels:
         (ctx / "wheels").mkdir()
@@ -59,9 +66,16 @@ def _forget_runtime_modules() -> None:
 
 
 def build_bento(
-    artifact: ModelArtifact, name: str, version: int, store_dir: Path, image: dict[str, str] | None = None
+    artifact: ModelArtifact,
+    name: str,
+    version: int,
+    store_dir: Path,
+    image: dict[str, str] | None = None,
+    extra_meta: dict[str, Any] | None = None,
 ) -> BentoRef:
     """Build the bento into ``store_dir`` (a BentoML store of nbdeploy's own) and return its tag and path.
+
+    ``extra_meta``: more for the service's ``meta.json`` (the version, the example row its ``/docs.json`` shows).
 
     ``image``: ``bentoml.images.Image`` arguments for the container image (the service declares them; BentoML's
     docker options cannot select ``distro="custom"``, which skips its apt step).
@@ -84,7 +98,7 @@ def build_bento(
         python["wheels"] = [f"wheels/{Path(w).name}" for w in artifact.wheels]
     with _build_lock, tempfile.TemporaryDirectory(prefix="nbdeploy-build-") as tmp:
         ctx = Path(tmp)
-        _write_context(ctx, artifact, name, image)
+        _write_context(ctx, artifact, name, image, extra_meta)
         _forget_runtime_modules()
         try:
             bento = bentoml.bentos.build(

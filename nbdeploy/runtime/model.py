@@ -7,6 +7,7 @@ import hmac
 import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,10 @@ META = "meta.json"
 #: The sha256 the service trusts. It comes from the registry record, through the target's environment: never
 #: from the artifact's own folder, where whoever swaps the pickle can rewrite ``meta.json`` too.
 EXPECTED_SHA256 = "NBDEPLOY_ARTIFACT_SHA256"
+#: Methods served beside ``predict`` when the model has them (scikit-learn's names), each at ``POST /<method>``.
+SCORE_METHODS = ("predict_proba", "decision_function")
+#: What each method's answer is called in the JSON body (the service writes it, the SDK's client reads it).
+ANSWER_KEYS = {"predict": "predictions", "predict_proba": "probabilities", "decision_function": "scores"}
 
 
 class IntegrityError(RuntimeError):
@@ -71,6 +76,36 @@ def to_jsonable(out: Any) -> list[Any]:
     return arr.tolist()
 
 
+def methods_of(obj: Any, kind: str) -> list[str]:
+    """The score methods ``obj`` really has. ``hasattr`` is the test scikit-learn means: a Pipeline or an SVC
+    without probability=True hides ``predict_proba`` (``available_if``) instead of failing when it is called."""
+    if kind != "estimator":
+        return []  # a function answers predictions only
+    found = []
+    for method in SCORE_METHODS:
+        try:
+            if callable(getattr(obj, method, None)):
+                found.append(method)
+        except Exception:  # a property that raises: the model does not have it
+            continue
+    return found
+
+
+def classes_of(obj: Any) -> list[Any] | None:
+    """The class labels in the order of ``predict_proba``'s columns, as JSON values; None when the model has none
+    (a regressor, a function) or has several label sets (multi-output)."""
+    try:
+        classes = getattr(obj, "classes_", None)
+    except Exception:
+        return None
+    if classes is None:
+        return None
+    arr = np.asarray(classes)
+    if arr.ndim != 1 or (arr.dtype == object and any(isinstance(c, (list, np.ndarray)) for c in arr)):
+        return None
+    return to_jsonable(arr)
+
+
 class Predictor:
     """The captured object plus its schema: validated inputs in, JSON-ready predictions out."""
 
@@ -78,7 +113,14 @@ class Predictor:
         self.meta = read_meta(artifact_dir)
         self.schema = self.meta["schema"]
         obj = load_model(artifact_dir, self.meta)
-        self._fn = obj.predict if self.meta["kind"] == "estimator" else obj
+        kind = self.meta["kind"]
+        self._fn = obj.predict if kind == "estimator" else obj
+        #: What ``POST /<method>`` may ask for, found on the loaded object (the artifact's metadata predates it).
+        self.methods = ["predict", *methods_of(obj, kind)]
+        self.classes = classes_of(obj) if kind == "estimator" else None
+        self.model_type = type(obj).__name__
+        self._fns: dict[str, Callable[[Any], Any]] = {"predict": self._fn}
+        self._fns.update({m: getattr(obj, m) for m in self.methods[1:]})
 
     @property
     def width(self) -> int:
@@ -96,9 +138,24 @@ class Predictor:
         return to_model_input(inputs, self.schema)
 
     def run(self, frame: Any) -> list[Any]:
-        preds = to_jsonable(self._fn(frame))
-        if len(preds) != len(frame):
-            raise RuntimeError(f"the model returned {len(preds)} predictions for {len(frame)} rows")
+        return self._checked(self._fn(frame), len(frame))
+
+    def runner(self, method: str) -> Callable[[Any], list[Any]]:
+        """``frame -> JSON-ready rows`` for one of ``methods`` (a row of ``predict_proba`` is a list)."""
+        fn = self._fns[method]
+        return lambda frame: self._checked(fn(frame), len(frame))
+
+    def missing(self, method: str) -> str:
+        """Why ``method`` cannot be served, naming what the model has."""
+        return f"this model ({self.model_type}) has no {method}: it has {', '.join(self.methods)}" + (
+            "" if self.meta["kind"] == "estimator" else " (a function answers predictions only)"
+        )
+
+    @staticmethod
+    def _checked(out: Any, rows: int) -> list[Any]:
+        preds = to_jsonable(out)
+        if len(preds) != rows:
+            raise RuntimeError(f"the model returned {len(preds)} predictions for {rows} rows")
         return preds
 
     def predict(self, inputs: Any) -> list[Any]:

@@ -18,6 +18,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from .redact import Redactor
 
 DB_NAME = "requests.db"
@@ -37,7 +39,8 @@ CREATE TABLE IF NOT EXISTS requests (
     n_rows      INTEGER NOT NULL,
     inputs      TEXT,
     outputs     TEXT,
-    error       TEXT
+    error       TEXT,
+    scores      TEXT
 );
 CREATE INDEX IF NOT EXISTS requests_ts ON requests (ts);
 CREATE TABLE IF NOT EXISTS feedback (
@@ -47,6 +50,11 @@ CREATE TABLE IF NOT EXISTS feedback (
 );
 CREATE INDEX IF NOT EXISTS feedback_request ON feedback (request_id);
 """
+#: Added after the first release: logs made before it get the column at the next start (NULL in old rows).
+#: ``scores`` holds a predict_proba / decision_function answer as ``{"method", "classes", "values"}``; ``outputs``
+#: then holds the class each row's scores pick, so accuracy and prediction drift read every route alike.
+COLUMNS = ("request_id", "ts", "latency_ms", "status", "n_rows", "inputs", "outputs", "error", "scores")
+_INSERT = f"INSERT OR REPLACE INTO requests ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
 
 
 def _cut(text: str | None, limit: int) -> str | None:
@@ -76,6 +84,36 @@ def _dumps(value: Any, refused: bool = False) -> str:
         # half: escaping the quotes of the JSON text inside a string can double it
         return json.dumps({"truncated": text[: _CAP_ABOVE_CHARS // 2], "characters": len(text)})
     return text
+
+
+def migrate(con: sqlite3.Connection) -> None:
+    """Add the ``scores`` column to a log written before it (two workers may race: the loser finds it there)."""
+    have = {row[1] for row in con.execute("PRAGMA table_info(requests)")}
+    if "scores" not in have:
+        try:
+            con.execute("ALTER TABLE requests ADD COLUMN scores TEXT")
+        except sqlite3.OperationalError as exc:
+            if "duplicate column" not in str(exc):
+                raise
+
+
+def predicted_labels(method: str | None, values: Any, classes: Any) -> list[Any] | None:
+    """The class each row's scores pick, as ``predict`` would: the largest probability (or decision value), and for
+    a binary decision function the sign. None when it cannot be told (no classes, a shape that does not fit)."""
+    if not isinstance(classes, list) or not classes or not isinstance(values, list) or not values:
+        return None
+    try:
+        rows = [[np.nan if v is None else v for v in r] if isinstance(r, list) else r for r in values]
+        arr = np.asarray([np.nan if r is None else r for r in rows], dtype=float)
+    except (TypeError, ValueError):
+        return None
+    if arr.ndim == 2 and arr.shape[1] == len(classes):
+        picked = np.argmax(np.nan_to_num(arr, nan=-np.inf), axis=1)
+    elif arr.ndim == 1 and method == "decision_function" and len(classes) == 2:
+        picked = (arr > 0).astype(int)
+    else:
+        return None
+    return [classes[i] for i in picked]
 
 
 def connect(path: Path, readonly: bool = False) -> sqlite3.Connection:
@@ -116,6 +154,7 @@ class Recorder:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with connect(self.path) as con:
             con.executescript(SCHEMA)
+            migrate(con)
         self._thread = threading.Thread(target=self._drain, name="nbdeploy-recorder", daemon=True)
         self._thread.start()
 
@@ -126,12 +165,21 @@ class Recorder:
             self.dropped += 1
 
     def request(
-        self, request_id: str, latency_ms: float, status: int, inputs: Any, outputs: Any, error: str | None = None
+        self,
+        request_id: str,
+        latency_ms: float,
+        status: int,
+        inputs: Any,
+        outputs: Any,
+        error: str | None = None,
+        scores: dict[str, Any] | None = None,
     ) -> None:
-        """Queue one request's record (errors are always kept; successes are sampled)."""
+        """Queue one request's record (errors are always kept; successes are sampled). ``scores``: a
+        predict_proba or decision_function answer, ``{"method", "classes", "values"}`` (the writer derives
+        ``outputs`` from it, off the request path)."""
         if not self.enabled or (status == 200 and self.sample_rate < 1 and random.random() >= self.sample_rate):
             return
-        self._put(("request", (request_id, time.time(), latency_ms, status, inputs, outputs, error)))
+        self._put(("request", (request_id, time.time(), latency_ms, status, inputs, outputs, error, scores)))
 
     def feedback(self, items: list[tuple[str, Any]]) -> None:
         if self.enabled:
@@ -194,16 +242,25 @@ class Recorder:
         requests, feedback = [], []
         for kind, item in batch:
             if kind == "request":
-                rid, ts, latency, status, inputs, outputs, error = item
+                rid, ts, latency, status, inputs, outputs, error, *rest = item  # scores: queued since it was added
+                scores = rest[0] if rest else None
                 n, kept = self._rows(inputs)
+                scored = None
+                if scores is not None:
+                    values = scores.get("values")
+                    values = values[: self.max_rows] if isinstance(values, list) else values
+                    scores = {**scores, "values": values}
+                    scored = _dumps(scores)
+                    if outputs is None:
+                        outputs = predicted_labels(scores.get("method"), values, scores.get("classes"))
                 out = outputs[: self.max_rows] if isinstance(outputs, list) else outputs
                 error = _cut(self.redactor.error(error), MAX_ERROR_CHARS)
-                requests.append((rid, ts, latency, status, n, _dumps(kept, status != 200), _dumps(out), error))
+                requests.append((rid, ts, latency, status, n, _dumps(kept, status != 200), _dumps(out), error, scored))
             else:
                 rid, ts, y_true = item
                 feedback.append((rid, ts, _dumps(y_true)))
         with con:
-            con.executemany("INSERT OR REPLACE INTO requests VALUES (?, ?, ?, ?, ?, ?, ?, ?)", requests)
+            con.executemany(_INSERT, requests)
             con.executemany("INSERT INTO feedback VALUES (?, ?, ?)", feedback)
         self.written += len(batch)
 

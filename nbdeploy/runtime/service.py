@@ -17,9 +17,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from . import feedback, frames, guard, metric_paths
+from . import docs, feedback, frames, guard, metric_paths
 from .batcher import Batcher
-from .model import Predictor, read_meta
+from .model import ANSWER_KEYS, SCORE_METHODS, Predictor, read_meta
 from .recorder import Recorder
 from .redact import Redactor
 from .schema import InputError, arrays_to_model_input, count_rows
@@ -60,22 +60,49 @@ def _json(answer: dict[str, t.Any]) -> Response:
     return Response(to_json(answer), media_type="application/json")
 
 
-async def _npz_route(request: Request) -> Response:
-    if request.headers.get("content-type", "").split(";")[0].strip() != frames.MEDIA_TYPE:
-        error = {"error": f"send the frame as {frames.MEDIA_TYPE} (numpy.savez), or JSON to /predict"}
-        return Response(to_json(error), status_code=415, media_type="application/json")
-    service = bentoml.get_current_service()
-    status, rid, answer = await service.predict_npz(await request.body())
-    response = _json(answer)
-    response.status_code = status
-    response.headers["x-request-id"] = rid
-    return response
+#: The JSON routes of the score methods. They are ``/predict`` with another model method: a front middleware
+#: (``_score_routes``) hands them to ``/predict`` marked with the method, so the guard (key, size, JSON, parsing
+#: large bodies off the loop), validation, limits and the request log treat them as ``/predict`` by construction.
+SCORE_ROUTES = {f"/{m}": m for m in SCORE_METHODS}
+METHOD = "nbdeploy.method"  # the scope key carrying the asked method to the /predict handler
 
 
-metric_paths.install({"/predict", "/feedback", frames.ROUTE, "/docs", *guard.OPEN}, guard.OPEN_PREFIXES)
+def _score_routes(app: t.Any) -> t.Any:
+    async def routed(scope: t.Any, receive: t.Any, send: t.Any) -> None:
+        method = SCORE_ROUTES.get(scope.get("path", "")) if scope.get("type") == "http" else None
+        if method is not None:
+            scope = {**scope, "path": "/predict", "raw_path": b"/predict", METHOD: method}
+        await app(scope, receive, send)
+
+    return routed
+
+
+def _npz_route(method: str) -> t.Callable[[Request], t.Awaitable[Response]]:
+    async def route(request: Request) -> Response:
+        if request.headers.get("content-type", "").split(";")[0].strip() != frames.MEDIA_TYPE:
+            error = {"error": f"send the frame as {frames.MEDIA_TYPE} (numpy.savez), or JSON to /{method}"}
+            return Response(to_json(error), status_code=415, media_type="application/json")
+        service = bentoml.get_current_service()
+        status, rid, answer = await service.predict_npz(await request.body(), method)
+        response = _json(answer)
+        response.status_code = status
+        response.headers["x-request-id"] = rid
+        return response
+
+    return route
+
+
+_FRAME_ROUTES = {f"{frames.MOUNT}/{m}": m for m in ("predict", *SCORE_METHODS)}  # frames.ROUTE is the first
+metric_paths.install(
+    {"/predict", "/feedback", *SCORE_ROUTES, *_FRAME_ROUTES, "/docs", *guard.OPEN}, guard.OPEN_PREFIXES
+)
 
 # Large frames as NumPy .npz bodies (runtime/frames.py): behind the same guard (keys, size limits) as /predict.
-_FRAME_APP = Starlette(routes=[Route(frames.ROUTE.removeprefix(frames.MOUNT), _npz_route, methods=["POST"])])
+_FRAME_APP = Starlette(
+    routes=[
+        Route(path.removeprefix(frames.MOUNT), _npz_route(m), methods=["POST"]) for path, m in _FRAME_ROUTES.items()
+    ]
+)
 
 
 @bentoml.asgi_app(_FRAME_APP, path=frames.MOUNT)
@@ -92,14 +119,15 @@ class NbdeployService:
         # the worker's files are owner-only (a rootless container's target relaxes it).
         os.umask(int(os.environ.get("NBDEPLOY_UMASK", "077"), 8))
         self.predictor = Predictor(ARTIFACT_DIR)
-        # batch-mates only for models shown row-independent at capture; others run one request a call
-        self.batcher = Batcher(self.predictor.run, max_rows=BATCH_ROWS if self.predictor.batchable else 0)
+        # batch-mates only for models shown row-independent at capture; others run one request a call. One batcher
+        # per method: a batch is one model call.
+        rows = BATCH_ROWS if self.predictor.batchable else 0
+        self.batchers = {m: Batcher(self.predictor.runner(m), max_rows=rows) for m in self.predictor.methods}
+        self.batcher = self.batchers["predict"]
         self.recorder = Recorder(DATA_DIR, SAMPLE_RATE, RETENTION_S, redactor=Redactor.from_environment())
         self.answered = feedback.Answered(self.recorder.path, ANSWERED_KEPT, lambda: self.recorder.flush(2.0))
         self.frame_limits = frames.Limits(MAX_ROWS, self.predictor.width, MAX_BODY_BYTES)
-        self.watchdog = Watchdog(
-            lambda: self.batcher.busy_since, TIMEOUT_S, RECYCLE_AFTER_S, lambda: self.recorder.flush(1.0)
-        ).start()
+        self.watchdog = Watchdog(self._busy_since, TIMEOUT_S, RECYCLE_AFTER_S, lambda: self.recorder.flush(1.0)).start()
         self._dropped_reported = 0
         # Made here, not at import: the SDK imports this module at every build, and Prometheus
         # refuses a second registration of the same name in one process.
@@ -107,36 +135,60 @@ class NbdeployService:
             name="nbdeploy_records_dropped", documentation="Request records dropped because the log queue was full"
         )
 
+    def _busy_since(self) -> float | None:
+        """When the oldest model call now running began (the watchdog's clock), over every method."""
+        return min((b.busy_since for b in self.batchers.values() if b.busy_since is not None), default=None)
+
     async def __is_ready__(self) -> bool:
         """Not ready while a model call is stuck past the request timeout (the watchdog recycles the worker)."""
         return not self.watchdog.degraded
 
-    def _record(self, rid: str, started: float, status: int, inputs: t.Any, outputs: t.Any, error: str | None) -> None:
-        self.recorder.request(rid, (time.perf_counter() - started) * 1000, status, inputs, outputs, error)
+    def _record(
+        self,
+        rid: str,
+        started: float,
+        status: int,
+        inputs: t.Any,
+        outputs: t.Any,
+        error: str | None,
+        scores: dict[str, t.Any] | None = None,
+    ) -> None:
+        self.recorder.request(rid, (time.perf_counter() - started) * 1000, status, inputs, outputs, error, scores)
         if self.recorder.dropped != self._dropped_reported:
             self._dropped_metric.inc(self.recorder.dropped - self._dropped_reported)
             self._dropped_reported = self.recorder.dropped
 
     @bentoml.api(route="/predict")
     async def predict(self, inputs: t.Any, ctx: bentoml.Context) -> dict[str, t.Any]:
+        """Predictions; also ``POST /predict_proba`` and ``/decision_function`` (see ``SCORE_ROUTES``), which answer
+        ``{"probabilities" | "scores": [...], "classes": [...]}``."""
         started = time.perf_counter()
         rid = _request_id()
         ctx.response.headers["x-request-id"] = rid
+        method = ctx.request.scope.get(METHOD, "predict")
         parsed = ctx.request.scope.get(guard.PARSED)  # a large body, parsed off the event loop by the guard
         if parsed is not None:
             inputs = parsed["inputs"]
         rows = count_rows(inputs)
         # large requests are validated off the event loop, so they do not stall small ones (nor /livez)
         status, answer = await self._answer(
-            rid, started, rows, inputs, lambda: self.predictor.frame(inputs), off_loop=parsed is not None or rows > 1000
+            rid,
+            started,
+            rows,
+            inputs,
+            lambda: self.predictor.frame(inputs),
+            off_loop=parsed is not None or rows > 1000,
+            method=method,
         )
         ctx.response.status_code = status
         return _json(answer)  # type: ignore[return-value]  # the annotation documents the body in /docs.json
 
-    async def predict_npz(self, body: bytes) -> tuple[int, str, dict[str, t.Any]]:
-        """``POST /frame/predict``: an ``.npz`` frame (``frames``), decoded and checked off the event loop."""
+    async def predict_npz(self, body: bytes, method: str = "predict") -> tuple[int, str, dict[str, t.Any]]:
+        """``POST /frame/<method>``: an ``.npz`` frame (``frames``), decoded and checked off the event loop."""
         started = time.perf_counter()
         rid = _request_id()
+        if method not in self.predictor.methods:  # before decoding a body that cannot be answered
+            return self._missing(rid, started, method)
         try:
             names, arrays = await asyncio.to_thread(frames.decode, body, self.frame_limits)
         except frames.FrameError as exc:
@@ -145,9 +197,15 @@ class NbdeployService:
         raw = pd.DataFrame(dict(zip(names, arrays, strict=True)), copy=False)  # what was sent, for the log
         schema = self.predictor.schema
         status, answer = await self._answer(
-            rid, started, len(raw), raw, lambda: arrays_to_model_input(names, arrays, schema), off_loop=True
+            rid, started, len(raw), raw, lambda: arrays_to_model_input(names, arrays, schema), True, method
         )
         return status, rid, answer
+
+    def _missing(self, rid: str, started: float, method: str) -> tuple[int, str, dict[str, t.Any]]:
+        """404 for a method the model does not have, naming what it has."""
+        error = self.predictor.missing(method)
+        self._record(rid, started, 404, None, None, error)
+        return 404, rid, {"error": error, "methods": self.predictor.methods, "request_id": rid}
 
     async def _answer(
         self,
@@ -157,24 +215,32 @@ class NbdeployService:
         inputs: t.Any,
         make_frame: t.Callable[[], t.Any],
         off_loop: bool,
+        method: str = "predict",
     ) -> tuple[int, dict[str, t.Any]]:
-        """Status and body for one prediction request; every outcome is recorded once."""
+        """Status and body for one request to ``method``; every outcome is recorded once."""
+        if method not in self.predictor.methods:
+            status, _, answer = self._missing(rid, started, method)
+            return status, answer
         if rows > MAX_ROWS:
             error = f"{rows} rows in one request; the limit is {MAX_ROWS}: split the frame into smaller requests"
             self._record(rid, started, 413, None, None, error)
             return 413, {"error": error, "request_id": rid}
         try:
             frame = await asyncio.to_thread(make_frame) if off_loop else make_frame()
-            predictions = await self.batcher.predict(frame)
+            values = await self.batchers[method].predict(frame)
         except InputError as exc:
             self._record(rid, started, 400, inputs, None, str(exc))  # kept: what was refused, to debug it
             return 400, {"error": str(exc), "request_id": rid}
         except Exception as exc:
             self._record(rid, started, 500, None, None, f"{type(exc).__name__}: {exc}")
             raise
-        self._record(rid, started, 200, inputs, predictions, None)
-        self.answered.remember(rid, len(predictions))
-        return 200, {"predictions": predictions, "request_id": rid}
+        self.answered.remember(rid, len(values))
+        if method == "predict":
+            self._record(rid, started, 200, inputs, values, None)
+            return 200, {"predictions": values, "request_id": rid}
+        classes = self.predictor.classes
+        self._record(rid, started, 200, inputs, None, None, {"method": method, "classes": classes, "values": values})
+        return 200, {ANSWER_KEYS[method]: values, "classes": classes, "request_id": rid}
 
     @bentoml.api(route="/feedback")
     def feedback(self, items: list[dict[str, t.Any]], ctx: bentoml.Context) -> dict[str, t.Any]:
@@ -192,4 +258,8 @@ class NbdeployService:
         return {"accepted": len(accepted)}
 
 
+# The service's own / and /docs.json (from the schema, nothing fetched from another host), before BentoML's.
+NbdeployService.add_asgi_middleware(docs.middleware(lambda: bentoml.get_current_service().predictor.methods))  # type: ignore[attr-defined]
+# In front of the guard (the first middleware added is the outermost), so it sees the score routes as /predict.
+NbdeployService.add_asgi_middleware(_score_routes)  # type: ignore[attr-defined]
 NbdeployService.add_asgi_middleware(guard.from_environment)  # type: ignore[attr-defined]
