@@ -52,7 +52,9 @@ class LocalTarget(Target):
         env = {
             **os.environ,
             **bento_env(),
-            "BENTOML_HOME": str(config.home() / "bentoml"),
+            # one BentoML home per version: `bentoml serve` empties its home's Prometheus folder at start, and two
+            # services sharing one would read (and wipe) each other's request counts
+            "BENTOML_HOME": str(config.deployment_dir(record.name, record.version) / "bentoml"),
             **service_env(record, str(log.parent.parent)),
         }
         offset = log.stat().st_size if log.exists() else 0
