@@ -246,6 +246,12 @@ def cli_report(timings: dict[str, dict[str, float]], rows: int) -> str:
 # -- end of the CLI start-up block -----------------------------------------------------------------------------------
 
 
+# -- capture cost against model size (#18 item 7): bench/capture_cost.py ---------------------------------------------
+from bench import capture_cost  # noqa: E402
+
+# -- end of the capture-cost block -----------------------------------------------------------------------------------
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="shorter runs, under 5 minutes")
@@ -315,6 +321,7 @@ def main(argv: list[str] | None = None) -> int:
             if d is not None:
                 d.stop()
     text = report(results, batch, deploy, args, ctr) + "\n" + cli_report(cli, rows=1)
+    text += "\n" + capture_cost.section()  # capture cost against model size (bench/capture_cost.py)
     print("\n" + text)
     Path(args.out).write_text(text)
     print(f"written to {args.out}")

@@ -255,10 +255,13 @@ def _keep_reference(obj: Any, kind: str, sample: Any, directory: Any, redactor: 
     request log is (predictions come from the whole sample first)."""
     from .reference import save_reference
     from .runtime.model import to_jsonable
+    from .runtime.schema import from_polars, is_polars
 
     data = as_frame(sample)[:REFERENCE_ROWS]
     predict = obj.predict if kind == "estimator" else obj
     predictions = to_jsonable(predict(data))
+    if is_polars(data):  # the reference is kept as pandas (parquet, drift), whatever the model takes
+        data = from_polars(data)
     save_reference(directory, redactor.frame(data) if redactor.enabled else data, predictions)
 
 

@@ -13,7 +13,7 @@ from .errors import PredictionError, UsageError
 from .registry import Record, Registry
 from .runtime import frames
 from .runtime.model import ANSWER_KEYS
-from .wire import encode
+from .wire import encode, warn_names
 
 #: From this many rows a DataFrame goes to the service as an .npz body (runtime/frames.py), not JSON.
 NPZ_ROWS = 1000
@@ -88,6 +88,7 @@ class ServiceClient:
         request id."""
         rec = self.record
         self.check_method(method)
+        warn_names(data, rec.info.schema)  # named columns for an unnamed array model: taken by position
         if self._http is None:
             self._http = httpx.Client(timeout=timeout)
         route, body, headers = f"/{method}", None, self.headers()

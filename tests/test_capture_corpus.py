@@ -311,7 +311,9 @@ def test_python_of_another_minor_version_is_refused(frame):
 def test_lineage_and_audit_trail(frame):
     ns = notebook("def model(df):\n    return df['a']\n")
     dep = nbdeploy.deploy(ns["model"], name="audited", sample=frame)
-    nbdeploy.deploy(ns["model"], name="audited", sample=frame)
+    nbdeploy.deploy(
+        ns["model"], name="audited", sample=frame, force=True
+    )  # the same model: a new version only when forced
     nbdeploy.rollback("audited", 1)
     nbdeploy.get("audited").stop()
     info = dep.info()

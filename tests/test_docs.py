@@ -43,6 +43,7 @@ NOTEBOOK_CHECKS: dict[str, tuple[dict[str, object], list[str]]] = {
         {"name": "quickstart-test"},
         [
             "identical to the notebook's",
+            "probabilities of classes [0, 1]: identical to the notebook's",
             "nbdeploy-card",
             "curl -s -X POST",
             "missing column 'tenure'",

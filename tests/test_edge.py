@@ -310,7 +310,7 @@ def test_edge_target_deploys_with_the_same_handle(data, stop_after, monkeypatch,
     shell = InteractiveShell.instance()
     shell.run_line_magic("load_ext", "nbdeploy")
     shell.user_ns.update(model=model, X_train=sample)
-    result = shell.run_cell("dep2 = %deploy model --name edge-churn --sample X_train --target edge")
+    result = shell.run_cell("dep2 = %deploy model --name edge-churn --sample X_train --target edge --force")
     assert result.error_in_exec is None, result.error_in_exec
     dep2 = shell.user_ns["dep2"]
     stop_after(dep2)

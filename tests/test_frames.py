@@ -17,6 +17,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder
 
 import nbdeploy
+from nbdeploy.capture.schema import infer_schema
 from nbdeploy.runtime import frames
 from nbdeploy.runtime.schema import InputError, arrays_to_model_input, to_model_input
 
@@ -52,10 +53,14 @@ def test_round_trip_keeps_values_and_dtypes():
     pd.testing.assert_frame_equal(out, FRAME.astype({"plan": pd.CategoricalDtype(["basic", "pro"])}))
 
 
-def test_columns_only_json_can_carry_fall_back_to_json():
-    assert frames.encode(pd.DataFrame({"s": ["a", None]})) is None  # a missing string
-    assert frames.encode(pd.DataFrame({"o": [{"a": 1}, {"b": 2}]})) is None  # objects
-    assert frames.encode(pd.DataFrame({"t": pd.to_datetime(["2026-01-01"]).tz_localize("UTC")})) is None
+def test_object_columns_travel_as_json_texts_and_only_what_json_cannot_carry_falls_back():
+    schema = {"kind": "dataframe", "columns": [{"name": "o", "kind": "object", "dtype": "object", "nullable": True}]}
+    values = [[1, 2], [3, 4], None, np.nan, {"a": [1.5]}, "x", pd.NA]
+    names, arrays = frames.decode(frames.encode(pd.DataFrame({"o": pd.Series(values, dtype=object)})))
+    out = arrays_to_model_input(names, arrays, schema)["o"].tolist()
+    assert out[:2] == [[1, 2], [3, 4]] and out[2] is None and isinstance(out[3], float) and out[6] is pd.NA
+    assert out[4:6] == [{"a": [1.5]}, "x"]
+    assert frames.encode(pd.DataFrame({"o": [{1, 2}, {3}]})) is None  # a set: neither route carries it
 
 
 @pytest.mark.parametrize(
@@ -173,3 +178,38 @@ def test_the_npz_route_has_the_same_guard_and_checks(pipeline_dep):
         too_many = frames.encode(pd.concat([X] * 40, ignore_index=True))  # 24,000 rows > max_rows 20,000
         answer = http.post(url, content=too_many, headers={**auth(dep), **npz})
         assert answer.status_code == 413 and "the limit is 20000" in answer.json()["error"]
+
+
+def test_missing_values_of_dtypes_without_nan_travel_as_a_mask():
+    df = pd.DataFrame({"n": [1, None, 3], "ok": [True, None, False], "s": ["a", None, "c"]}).convert_dtypes()
+    names, arrays = frames.decode(frames.encode(df))
+    assert all(np.ma.isMaskedArray(a) for a in arrays) and arrays[0].mask.tolist() == [False, True, False]
+    out = arrays_to_model_input(names, arrays, infer_schema(df))
+    pd.testing.assert_frame_equal(out, df)
+
+
+def test_zoned_times_durations_and_number_categories_travel_as_arrays():
+    df = pd.DataFrame(
+        {
+            "t": pd.to_datetime(["2026-03-29 00:30", None]).tz_localize("UTC").tz_convert("Europe/Paris"),
+            "d": pd.to_timedelta(["1 days 00:00:00.000000001", None]),
+            "c": pd.Categorical([20, None], categories=[3, 20], ordered=True),
+        }
+    )
+    names, arrays = frames.decode(frames.encode(df))
+    assert [a.dtype.kind for a in arrays] == ["M", "m", "i"]
+    pd.testing.assert_frame_equal(arrays_to_model_input(names, arrays, infer_schema(df)), df)
+
+
+def test_masks_and_json_texts_that_are_not_what_encode_writes_are_refused():
+    def body(**arrays):
+        buf = io.BytesIO()
+        np.savez(buf, __columns__=np.array(["n"]), **arrays)
+        return buf.getvalue()
+
+    with pytest.raises(frames.FrameError, match="boolean mask"):
+        frames.decode(body(c0=np.array([1, 2]), m0=np.array([0, 1])))
+    with pytest.raises(frames.FrameError, match="not JSON texts"):
+        frames.decode(body(c0=np.array([1, 2]), __json__=np.array([0])))
+    with pytest.raises(frames.FrameError, match="is not JSON"):
+        frames.decode(body(c0=np.array(["[1", "2"]), __json__=np.array([0])))

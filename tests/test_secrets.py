@@ -831,3 +831,58 @@ def test_a_big_pipeline_is_scanned_in_well_under_a_second():
     )
     pipe = Pipeline([("prep", prep), ("clf", GradientBoostingClassifier(n_estimators=200, max_depth=2))]).fit(X, y)
     assert _timed_scan(pipe) < 1.0
+
+
+# -- #18 item 6: ordinary identifiers and words under secret-looking names ---------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "name, value",
+    [
+        ("AUTH_COL", "authentication_method"),
+        ("PASSWORD_AGE_COL", "password_age_days"),
+        ("TOKEN_COUNT_COL", "tokenCountPerSession"),
+        ("SECRET_FLAG", "SecretKeyRotationDays"),
+        ("pwd_col", "isPasswordExpired"),
+        ("auth", "OAuth2PasswordBearer"),
+        ("api_key", "ApiKeyCreatedAt"),
+        ("creds", "TotalChargesUSD2024"),
+        ("token", "sklearn.feature_extraction.text.CountVectorizer"),
+        ("password_hint", "Use the one from the onboarding email"),
+        ("secret", "/srv/data/churn/2024/features_v3.parquet"),
+        ("auth_endpoint", "https://login.example.com/oauth2/v2.0/authorize?client_id=churn-app"),
+        ("token_colour", "#1f77b4"),
+        ("SECRET_COLOUR", "#A0B1C2FF"),
+        ("pw", "rgba(31, 119, 180, 0.8)"),
+        ("secret_owner", "maria.gonzalez@example.com"),
+    ],
+)
+def test_identifiers_phrases_paths_urls_and_colours_are_not_secrets(name, value):
+    ns = notebook(f"{name} = {value!r}\ndef model(df):\n    return df[{name}]\n")
+    assert _scan(ns["model"]) == []
+
+
+@pytest.mark.parametrize("n", [12, 16, 24])
+def test_random_values_under_secret_names_are_still_refused(n):
+    for _ in range(20):
+        assert [f.name for f in _scan({"password": _token(n=n)})] == ["password"]
+
+
+@pytest.mark.parametrize(
+    "secret",
+    [
+        lambda: _aws_id(),
+        lambda: f"postgresql://etl:{_token(n=12)}@db/sales",
+        lambda: _token("ghp_", 36),
+        lambda: f"host=db user=app password={_token(n=12)}",
+    ],
+)
+def test_a_credential_far_into_a_long_text_column_is_found_quickly(secret):
+    value = secret()
+    rows = [f"customer {i} from oslo" for i in range(200_000)] + [value]  # ~4 MB of text, past the full scan
+    arr = np.array(rows).astype("S")
+    payload = serialize.dump(arr)
+    started = time.perf_counter()
+    found = secrets.scan(arr, payload.data, skip_buffers=payload.numeric_buffers)
+    assert found and found[0].where == "serialised bytes"
+    assert time.perf_counter() - started < 5.0

@@ -192,6 +192,69 @@ def _path_like(value: str) -> bool:
     return bool(_FILE_NAME.fullmatch(value)) or (len(words) >= 2 and all(map(_PATH_PART.fullmatch, words)))
 
 
+_COLOUR = re.compile(r"#(?:[0-9a-fA-F]{3,4}|[0-9a-fA-F]{6}|[0-9a-fA-F]{8})|0x[0-9a-fA-F]{1,8}")
+_CSS_CALL = re.compile(r"[a-z]+\([\d\s.,%/+-]*\)")  # rgba(31,119,180,0.8), hsl(210, 50%, 40%)
+_EMAIL = re.compile(r"[\w.+-]+@[\w-]+(\.[\w-]+)+")
+_WORD_PARTS = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|\d+|[._-]")
+_VOWELS = frozenset("aeiouyAEIOUY")
+_CONSONANT_RUN = re.compile(r"[^aeiouyAEIOUY\d]{4,}")
+
+
+#: How English words may begin with two consonants (a random fragment seldom does: Mxen, Xapj, Qadmgy).
+_ONSET_TEXT = (
+    "bl br ch cl cr dr dw fl fr gh gl gn gr kl kn kr ph pl pr ps qu sc sh sk sl sm sn sp sq st sw th tr ts tw wh wr"
+)
+_ONSETS = frozenset(_ONSET_TEXT.split(" "))
+
+
+def _english_like(part: str) -> bool:
+    vowels = sum(c in _VOWELS for c in part)
+    low = part.lower()
+    clusters = low.replace("ngth", "ng").replace("tch", "ch").replace("nth", "nt")  # length, matchstick, monthly
+    onset = re.match(r"[^aeiouy]+", low)
+    if onset and len(onset.group()) >= 2 and onset.group()[:2] not in _ONSETS:
+        return False
+    return len(part) >= 3 and vowels >= max(1, 0.25 * len(part)) and not _CONSONANT_RUN.search(clusters)
+
+
+def _word_made(value: str) -> bool:
+    """An identifier made of words: camelCase, PascalCase, dotted or snake: ``passwordResetCount``,
+    ``TotalChargesUSD2024``, ``isPasswordExpired``, ``sklearn.preprocessing.StandardScaler``. A random key breaks
+    into fragments (``qL8zR2``: q, L, 8, z, R, 2) that are neither words nor acronyms."""
+    parts = _WORD_PARTS.findall(value)
+    if "".join(parts) != value:
+        return False
+    word_chars = words = others = longest = singles = 0
+    for i, part in enumerate(parts):
+        following = parts[i + 1] if i + 1 < len(parts) else ""
+        if part in "._-":
+            continue
+        if part.isdigit():  # digits end a name or precede a capital or a separator: USD2024, OAuth2Password
+            if len(part) > 4 or (following and not following[0].isupper() and following not in "._-"):
+                return False
+            continue
+        if part.isupper() and len(part) <= 5:  # an acronym: ID, USD, O(Auth)
+            others += 1
+            singles += len(part) == 1
+        elif len(part) == 1 and following.isdigit():  # a version or index: v2, q3
+            continue
+        elif len(part) == 2 and _VOWELS & set(part):  # is, at, an, Db, Id
+            others += 1
+        elif _english_like(part):
+            words += 1
+            word_chars += len(part)
+            longest = max(longest, len(part))
+        else:
+            return False
+    enough = words >= 2 or (words == 1 and others >= 1 and longest >= 6)
+    return enough and singles <= 1 and others <= max(1, words) and word_chars >= 0.6 * len(value)
+
+
+def _not_random(value: str) -> bool:
+    """Ordinary values a secret-named variable holds: identifiers, colour codes, CSS colours, e-mails."""
+    return bool(_word_made(value) or _COLOUR.fullmatch(value) or _CSS_CALL.fullmatch(value) or _EMAIL.fullmatch(value))
+
+
 def _plausible(value: str) -> bool:
     """A password or key; not a word, identifier, path, URL, regular expression, template or number."""
     if not _MIN_LEN <= len(value) <= 4096 or any(c.isspace() for c in value):
@@ -200,6 +263,8 @@ def _plausible(value: str) -> bool:
     if _path_like(value) or _URI.match(value) or _REGEX_LIKE.search(value) or _placeholder(value):
         return False
     if h.is_sequential_string(value) or h.is_not_alphanumeric_string(value) or _IDENTIFIER.fullmatch(value):
+        return False
+    if _not_random(value):
         return False
     bits = entropy(value)
     if value.isalpha() and (value.islower() or value.isupper()) and bits < 3.2:
@@ -377,11 +442,17 @@ def _secret_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if len(v) >= _MIN_LEN and _classify(k, v, False)}
 
 
-def _blob_texts(blob: bytes | bytearray, depth: int) -> Iterator[tuple[str, bool]]:
-    """The text in a pickled byte string: a pickle inside, a numpy unicode (UTF-32) or bytes array, or none."""
+_Buffers = frozenset[tuple[int, bytes]] | set[tuple[int, bytes]]
+
+
+def _blob_texts(blob: bytes | bytearray, depth: int, skip: _Buffers = frozenset()) -> Iterator[tuple[str, bool]]:
+    """The text in a pickled byte string: a pickle inside, a numpy unicode (UTF-32) or bytes array, or none.
+    ``skip`` holds the numeric arrays' buffers (length, first bytes) the pickler wrote: numbers, never text."""
+    if skip and (len(blob), bytes(blob[:64])) in skip:
+        return
     head = bytes(blob[:4096])
     if head[:1] == b"\x80" and depth < 2:
-        yield from _pickled_texts(bytes(blob), depth + 1)
+        yield from _pickled_texts(bytes(blob), depth + 1, skip)
         return
     zeros, text = head.count(0), len(head.translate(None, _NOT_TEXT))
     if text < 0.9 * len(head) or text == zeros:
@@ -391,47 +462,225 @@ def _blob_texts(blob: bytes | bytearray, depth: int) -> Iterator[tuple[str, bool
     yield raw.decode("utf-32-le" if wide else "latin-1", errors="ignore").replace("\x00", "\n"), False
 
 
-def _pickled_texts(payload: bytes, depth: int = 0) -> Iterator[tuple[str, bool]]:
-    """(text, is one whole string) for every string the pickle holds and the text in its byte strings; the
-    printable runs of the bytes if they are not a pickle this can walk."""
+class _NumpyBuffers:
+    """Tells, while the pickle's opcodes go by, which byte strings are numpy arrays of numbers: the buffer
+    handed to ``numpy..._frombuffer`` (its dtype follows it) or the raw data of ``_reconstruct`` (its dtype
+    precedes it). Globals and strings are followed through the memo, as pickle itself does."""
+
+    _SMALL = 4096
+
+    def __init__(self) -> None:
+        self.memo: dict[int, Any] = {}
+        self.strings: deque[str] = deque(maxlen=2)
+        self.last: Any = None
+        self.frombuffer = self.want_dtype = False
+        self.dtype: str | None = None
+        self.since_dtype = 99
+        self.pending: bytes | bytearray | None = None
+
+    @staticmethod
+    def numeric(code: str) -> bool:
+        return code.lstrip("<>|=")[:1] in tuple("biufcmM")
+
+    def _global(self, name: str) -> None:
+        self.last = ("global", name)
+        if name.startswith("numpy") and name.endswith("._frombuffer"):
+            self.frombuffer = True
+        elif name == "numpy.dtype":
+            self.want_dtype = True
+
+    def _string(self, text: str) -> bool | None:
+        """A string went by; returns whether the pending buffer is numeric, once its dtype is known."""
+        self.strings.append(text)
+        self.last = text
+        if not self.want_dtype:
+            return None
+        self.want_dtype, self.dtype, self.since_dtype = False, text, 0
+        return self.numeric(text) if self.pending is not None else None
+
+    def step(self, name: str, arg: Any) -> tuple[str, Any]:
+        """Follow one opcode: ("text", str), ("blob", bytes), ("decided", (bytes, numeric)) or ("", None)."""
+        self.since_dtype += 1
+        if isinstance(arg, str) and name != "GLOBAL":
+            decided = self._string(arg)
+            if decided is not None:
+                blob, self.pending = self.pending, None
+                return "decided", (blob, decided)
+            return "text", arg
+        if name == "GLOBAL":
+            self._global(str(arg).replace(" ", "."))
+        elif name == "STACK_GLOBAL":
+            self._global(".".join(self.strings))
+        elif name in ("BINGET", "LONG_BINGET", "GET"):
+            value = self.memo.get(arg)
+            if isinstance(value, tuple):
+                self._global(value[1])
+            elif isinstance(value, str):
+                decided = self._string(value)
+                if decided is not None:
+                    blob, self.pending = self.pending, None
+                    return "decided", (blob, decided)
+            else:
+                self.last = value
+        elif name == "MEMOIZE":
+            self.memo[len(self.memo)] = self.last
+        elif name in ("PUT", "BINPUT", "LONG_BINPUT"):
+            self.memo[arg] = self.last
+        elif isinstance(arg, (bytes, bytearray)):
+            self.last = None
+            if len(arg) >= self._SMALL and self.frombuffer:
+                self.frombuffer = False
+                self.pending = arg  # judged when its dtype shows
+                return "", None
+            if len(arg) >= self._SMALL and self.dtype and self.since_dtype < 40 and self.numeric(self.dtype):
+                return "", None  # _reconstruct's raw data, right after a numeric dtype
+            return "blob", arg
+        else:
+            self.last = None
+        return "", None
+
+
+def _pickled_texts(payload: bytes, depth: int = 0, skip: _Buffers = frozenset()) -> Iterator[tuple[str, bool]]:
+    """(text, is one whole string) for every string the pickle holds and the text in its byte strings, numpy
+    buffers of numbers left out; the printable runs of the bytes if they are not a pickle this can walk."""
+    arrays = _NumpyBuffers()
     try:
-        for _, arg, _ in pickletools.genops(payload):
-            if isinstance(arg, str):  # the string opcodes; GLOBAL's "module name" too, harmlessly
-                yield arg, True
-            elif isinstance(arg, (bytes, bytearray)) and len(arg) >= _MIN_LEN:
-                yield from _blob_texts(arg, depth)
+        for op, arg, _ in pickletools.genops(payload):
+            kind, value = arrays.step(op.name, arg)
+            if kind == "text":
+                yield value, True
+            elif kind == "blob" and len(value) >= _MIN_LEN:
+                yield from _blob_texts(value, depth, skip)
+            elif kind == "decided":
+                blob, numeric = value
+                if not numeric:
+                    yield from _blob_texts(blob, depth, skip)
+                if isinstance(arg, str):
+                    yield arg, True
+        if arrays.pending is not None:
+            yield from _blob_texts(arrays.pending, depth, skip)
     except Exception:
         yield "\n".join(m.decode("latin-1") for m in _ASCII_RUN.findall(payload)), False
 
 
 def _payload_findings(
-    payload: bytes, env: dict[str, str], allowed: set[str], known: set[str], memo: _Memo
+    payload: bytes, env: dict[str, str], allowed: set[str], known: set[str], memo: _Memo, skip: _Buffers
 ) -> list[Finding]:
     """Credentials in the pickle that the named view did not report (or was told to allow)."""
-    texts = dict.fromkeys(_pickled_texts(payload))
+    texts = dict.fromkeys(_pickled_texts(payload, 0, skip))
     found = [
         Finding(var, "environment variable", "its value is inside the serialised model")
         for var, value in env.items()
         if not any(value in v for v in known) and any(value in t for t, _ in texts)
     ]
     known.update(env[f.name] for f in found)
+    budget = _FULL_TEXT  # characters judged by every rule; past it, only where a credential's marker shows
     for text, whole in texts:
-        if whole and len(text) <= _MAX_TEXT:  # one pickled string, judged whole as data, as the named view does
+        if budget <= 0 or (not whole and len(text) > budget):
+            hits = list(_marked_shapes(text, whole, memo))
+        elif whole and len(text) <= _MAX_TEXT:  # one pickled string, judged whole as data, as the named view does
             key = ("", text, True)
             if key not in memo:
                 memo[key] = _classify("", text, True)
             hits = [(memo[key], text)] if memo[key] else []
         else:
-            hits = list(_shapes(text)) if _CANDIDATE.search(text) or "://" in text else []
+            hits = list(_long_shapes(text)) if _CANDIDATE.search(text) or "://" in text else []
+        budget -= len(text)
         for label, secret in hits:
-            if label not in allowed and not any(secret in v for v in known):
+            if label not in allowed and not any(secret in v or v in secret for v in known):
                 known.add(secret)
                 found.append(Finding(label, "serialised bytes", f"{label} pattern in the pickled model"))
     return found
 
 
-def scan(obj: Any, payload: bytes, allow: list[str] | None = None) -> list[Finding]:
-    """Every credential-looking value that would travel with ``obj``; ``allow`` names false positives."""
+#: Characters of pickled text judged by every rule; past this (a vocabulary, a text column of millions of rows),
+#: text is judged only around the markers credential shapes carry, so the scan stays near I/O speed.
+_FULL_TEXT = 1_000_000
+_WINDOW = 400
+_CHUNK = 2048  # long text is judged in overlapping pieces: some detect-secrets rules are quadratic in a line
+#: One regular expression per marker, each starting with a literal, so the engine jumps between occurrences
+#: (an alternation of them, or a case-insensitive one, is ten times slower). Shapes with no literal (Telegram,
+#: Discord) are judged in the first _FULL_TEXT characters only.
+_MARKERS = tuple(
+    re.compile(p)
+    for p in (
+        "AKIA|ASIA",
+        "gh[pousr]_|github_pat_",
+        "xox[abposr]-",
+        "sk-",
+        "k_live_",
+        "k_test_",
+        "AIza",
+        "PRIVATE KEY",
+        "eyJ",
+        "hf_",
+        "npm_",
+        "_authToken",
+        "dapi",
+        "GOCSPX-",
+        "AKCp",
+        "glpat-",
+        "pypi-",
+        r"SG\.",
+        "sq0",
+        "AC[0-9a-f]{32}",
+        "-us\\d",
+        "PuTTY",
+        r"://[^\s/@'\"]{0,256}@",
+        *(f"{word}=" for word in ("ass", "ASS", "assword", "ASSWORD", "asswd", "ASSWD", "wd", "WD", "ecret")),
+        *(f"{word}=" for word in ("ECRET", "oken", "OKEN", "ey", "EY", "sig", "ignature", "IGNATURE")),
+    )
+)
+
+
+def _chunks(text: str) -> Iterator[str]:
+    step = _CHUNK - _WINDOW
+    for start in range(0, max(len(text) - _WINDOW, 1), step):
+        yield text[start : start + _CHUNK]
+
+
+def _long_shapes(text: str) -> Iterator[tuple[str, str]]:
+    """Every rule over a long text, in overlapping pieces (a secret is shorter than the overlap)."""
+    if len(text) <= _CHUNK:
+        yield from _shapes(text)
+        return
+    for chunk in _chunks(text):
+        if _CANDIDATE.search(chunk) or "://" in chunk:
+            yield from _shapes(chunk)
+
+
+def _marked_shapes(text: str, whole: bool, memo: _Memo) -> Iterator[tuple[str, str]]:
+    """Credential shapes in ``text``, judged only where one of their markers shows."""
+    if whole and len(text) <= _MAX_TEXT:
+        if any(m.search(text) for m in _MARKERS):
+            key = ("", text, True)
+            if key not in memo:
+                memo[key] = _classify("", text, True)
+            if memo[key]:
+                yield memo[key] or "", text
+        return
+    spans: list[tuple[int, int]] = []
+    for marker in _MARKERS:
+        spans.extend(m.span() for m in islice(marker.finditer(text), 10_000))
+    spans.sort()
+    start = end = -1
+    for a, b in [*spans, (len(text) + 2 * _WINDOW + 1, 0)]:
+        if a - _WINDOW > end:
+            if end >= 0:
+                window = text[max(0, start - _WINDOW) : end + _WINDOW]
+                yield from _shapes(window)
+                if "=" in window and (label := _assignment(window)):
+                    yield label, window
+            start, end = a, b
+        else:
+            end = max(end, b)
+
+
+def scan(
+    obj: Any, payload: bytes, allow: list[str] | None = None, *, skip_buffers: _Buffers = frozenset()
+) -> list[Finding]:
+    """Every credential-looking value that would travel with ``obj``; ``allow`` names false positives;
+    ``skip_buffers`` the numeric buffers in ``payload`` (``serialize.dump(obj).numeric_buffers``)."""
     allowed = set(allow or [])
     env = {k: v for k, v in _secret_env().items() if k not in allowed}
     findings: dict[str, Finding] = {}
@@ -449,14 +698,14 @@ def scan(obj: Any, payload: bytes, allow: list[str] | None = None) -> list[Findi
             shown = name if next(_shapes(name), None) is None else "a dictionary key"  # never repeat a secret
             findings[name] = Finding(shown, where, memo[key])
             known.add(value)
-    for found in _payload_findings(payload, env, allowed, known, memo):
+    for found in _payload_findings(payload, env, allowed, known, memo, skip_buffers):
         findings.setdefault(found.name, found)
     return list(findings.values())
 
 
-def check(obj: Any, payload: bytes, allow: list[str] | None = None) -> None:
+def check(obj: Any, payload: bytes, allow: list[str] | None = None, *, skip_buffers: _Buffers = frozenset()) -> None:
     """Raise ``SecretFoundError`` naming each credential found; nothing has been written yet."""
-    found = scan(obj, payload, allow)
+    found = scan(obj, payload, allow, skip_buffers=skip_buffers)
     if found:
         first = found[0]
         more = "; ".join(f.message() for f in found[1:])

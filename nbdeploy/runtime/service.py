@@ -22,7 +22,7 @@ from .batcher import Batcher
 from .model import ANSWER_KEYS, SCORE_METHODS, Predictor, read_meta
 from .recorder import Recorder
 from .redact import Redactor
-from .schema import InputError, arrays_to_model_input, count_rows
+from .schema import InputError, arrays_to_model_input, count_rows, input_warning, names_warning
 from .watchdog import Watchdog
 
 ARTIFACT_DIR = Path(__file__).resolve().parent.parent / "artifact"
@@ -179,6 +179,7 @@ class NbdeployService:
             lambda: self.predictor.frame(inputs),
             off_loop=parsed is not None or rows > 1000,
             method=method,
+            warning=input_warning(inputs, self.predictor.schema),
         )
         ctx.response.status_code = status
         return _json(answer)  # type: ignore[return-value]  # the annotation documents the body in /docs.json
@@ -197,7 +198,14 @@ class NbdeployService:
         raw = pd.DataFrame(dict(zip(names, arrays, strict=True)), copy=False)  # what was sent, for the log
         schema = self.predictor.schema
         status, answer = await self._answer(
-            rid, started, len(raw), raw, lambda: arrays_to_model_input(names, arrays, schema), True, method
+            rid,
+            started,
+            len(raw),
+            raw,
+            lambda: arrays_to_model_input(names, arrays, schema),
+            True,
+            method,
+            warning=names_warning(names, schema),
         )
         return status, rid, answer
 
@@ -216,8 +224,10 @@ class NbdeployService:
         make_frame: t.Callable[[], t.Any],
         off_loop: bool,
         method: str = "predict",
+        warning: str | None = None,
     ) -> tuple[int, dict[str, t.Any]]:
-        """Status and body for one request to ``method``; every outcome is recorded once."""
+        """Status and body for one request to ``method``; every outcome is recorded once. ``warning``: said with
+        the answer (named columns taken by position)."""
         if method not in self.predictor.methods:
             status, _, answer = self._missing(rid, started, method)
             return status, answer
@@ -235,12 +245,13 @@ class NbdeployService:
             self._record(rid, started, 500, None, None, f"{type(exc).__name__}: {exc}")
             raise
         self.answered.remember(rid, len(values))
+        said = {"warning": warning} if warning else {}
         if method == "predict":
             self._record(rid, started, 200, inputs, values, None)
-            return 200, {"predictions": values, "request_id": rid}
+            return 200, {"predictions": values, "request_id": rid, **said}
         classes = self.predictor.classes
         self._record(rid, started, 200, inputs, None, None, {"method": method, "classes": classes, "values": values})
-        return 200, {ANSWER_KEYS[method]: values, "classes": classes, "request_id": rid}
+        return 200, {ANSWER_KEYS[method]: values, "classes": classes, "request_id": rid, **said}
 
     @bentoml.api(route="/feedback")
     def feedback(self, items: list[dict[str, t.Any]], ctx: bentoml.Context) -> dict[str, t.Any]:
