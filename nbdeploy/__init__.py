@@ -19,6 +19,7 @@ from .errors import (  # light (no third-party imports), and every command needs
     NotSupported,
     PackagingError,
     PredictionError,
+    PromotionRefused,
     SchemaError,
     SecretFoundError,
     Superseded,
@@ -29,7 +30,19 @@ from .errors import (  # light (no third-party imports), and every command needs
 )
 
 if _typing.TYPE_CHECKING:  # for type checkers and the API reference; at run time each name is imported on first use
-    from ._api import audit, deploy, deployments, export_edge, get, manifests, rollback, verify
+    from ._api import (
+        audit,
+        deploy,
+        deployments,
+        export_edge,
+        get,
+        get_endpoint,
+        manifests,
+        promote,
+        rollback,
+        verify,
+    )
+    from .comparison import Comparison, PromotionRules, compare
     from .deployment import Deployment
     from .monitor.drift import DriftThresholds
     from .targets import Target, available_targets, register_target
@@ -38,6 +51,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "CaptureError",
+    "Comparison",
     "Deployment",
     "DeploymentNotFound",
     "DriftThresholds",
@@ -48,6 +62,8 @@ __all__ = [
     "NotSupported",
     "PackagingError",
     "PredictionError",
+    "PromotionRefused",
+    "PromotionRules",
     "SchemaError",
     "SecretFoundError",
     "Superseded",
@@ -59,12 +75,15 @@ __all__ = [
     "__version__",
     "audit",
     "available_targets",
+    "compare",
     "deploy",
     "deployments",
     "export_edge",
     "get",
+    "get_endpoint",
     "load_ipython_extension",
     "manifests",
+    "promote",
     "register_target",
     "rollback",
     "verify",
@@ -73,9 +92,22 @@ __all__ = [
 #: Where each lazily imported public name lives (module relative to this package).
 _LAZY: dict[str, str] = {
     **dict.fromkeys(
-        ["audit", "deploy", "deployments", "export_edge", "get", "manifests", "rollback", "verify"], "._api"
+        [
+            "audit",
+            "deploy",
+            "deployments",
+            "export_edge",
+            "get",
+            "get_endpoint",
+            "manifests",
+            "promote",
+            "rollback",
+            "verify",
+        ],
+        "._api",
     ),
     "Deployment": ".deployment",
+    **dict.fromkeys(["Comparison", "PromotionRules", "compare"], ".comparison"),  # scipy: only when asked for
     "DriftThresholds": ".monitor",  # scipy: only when asked for
     **dict.fromkeys(["Target", "available_targets", "register_target"], ".targets"),
 }
@@ -103,7 +135,7 @@ def _install_error_display() -> None:
 
 
 def load_ipython_extension(ipython) -> None:  # type: ignore[no-untyped-def]
-    """``%load_ext nbdeploy``: registers %deploy, %deployments, %undeploy, %monitor (imported lazily)."""
+    """``%load_ext nbdeploy``: registers %deploy, %deployments, %undeploy, %promote, %monitor (imported lazily)."""
     from .magics import register
 
     register(ipython)

@@ -8,7 +8,7 @@ from typing import Any
 
 import pandas as pd
 
-from . import config, keys
+from . import config, endpoint, keys
 from .capture import capture
 from .capture.schema import as_frame
 from .card import EXAMPLE_FILE, example_body
@@ -18,7 +18,7 @@ from .lifecycle import start_record
 from .package import build_bento
 from .progress import Progress
 from .record import Info
-from .registry import FAILED, RUNNING, STOPPED, Record, Registry
+from .registry import CANDIDATE, FAILED, RUNNING, STANDBY, STOPPED, Record, Registry
 from .runtime.redact import DROP, MODES, Redactor
 from .targets import get_target, merge_options
 from .targets._process import check_port
@@ -94,6 +94,9 @@ def deploy(
     namespace: str | None = None,
     target_options: dict[str, Any] | None = None,
     force: bool = False,
+    shadow: bool | float = False,
+    split: float | None = None,
+    sticky: str | None = None,
 ) -> Deployment:
     """Capture ``obj``, package it as a bento and serve it on ``target``; return the handle.
 
@@ -111,6 +114,14 @@ def deploy(
     options for the target (those of a target added with ``nbdeploy.targets.register_target``); an option the
     target does not take is refused before anything is built. Deploying the very model already serving, with the
     same options, makes no new version (the handle says so) unless ``force=True``.
+
+    On the local and container targets a name has one stable URL (``dep.endpoint_url``, a router on the host):
+    the new version starts on a port of its own, the router switches to it once it is ready, and the replaced one
+    stops once it has no request in flight, so callers of the stable URL lose nothing. ``port=`` on a name's first
+    deploy chooses that stable port. ``shadow=True`` (or a percent) starts the new version beside the live one
+    with a copy of its requests (the live one keeps answering everyone); ``split=PERCENT`` gives it that share of
+    callers, ``sticky="key"`` or ``"header:X-User"`` keeps each caller on one version. Either way it is the
+    name's *candidate* until ``promote``.
     """
     _check_name(name)
     _check_limits(limits)
@@ -118,8 +129,10 @@ def deploy(
     named.update(context=context, namespace=namespace)
     tgt = get_target(target, **merge_options(named, target_options))  # refuses an option it does not take
     tgt.check_port_option(port)
-    if port is not None and port not in {r.port for r in Registry().running(name)}:
-        check_port(port)  # before the capture and the build, not after
+    role = endpoint.check_role(target, shadow, split, sticky)
+    if role is not None:
+        endpoint.check_live(Registry(), name)
+    _check_port(name, target, port)
     progress = Progress(f"deploying '{name}' to {target}")
     try:
         with progress.stage("prepare target"):
@@ -136,7 +149,7 @@ def deploy(
         info = _info(artifact, auth, limits, redacted, example=_example(sample, redacted), obj=obj)
         # options a target keeps in its own state are not compared: with any of them, a deploy is a new version
         plain = not target_options and all(v is None for v in named.values())
-        same = None if force or not plain else _unchanged(reg, name, target, port, info)
+        same = None if force or not plain or role else _unchanged(reg, name, target, port, info)
         if same is not None:
             note = (
                 f"unchanged: v{same.version} already serves this model with these options, so no new version was "
@@ -150,15 +163,35 @@ def deploy(
             directory = config.deployment_dir(name, rec.version)
             _keep_reference(obj, artifact.kind, sample, directory, reference)
             (directory / EXAMPLE_FILE).write_text(example_body(rec))
-            rec = _build_and_start(reg, rec, artifact, tgt, port, bento_options, progress)
+            rec = _build_and_start(reg, rec, artifact, tgt, port, bento_options, progress, role)
         except BaseException as exc:
             reg.update(name, rec.version, status=FAILED, pid=None)
             reg.event("deploy-failed", name, rec.version, error=f"{type(exc).__name__}: {exc}"[:500])
             raise
     finally:
         progress.close()
-    reg.event("deploy", name, rec.version, target=target, url=rec.url, auth=bool(auth), lineage=artifact.lineage)
+    stable = {"endpoint": endpoint.url_of(name, reg)} if endpoint.routed(target) else {}
+    roles = {"role": role} if role else {}
+    reg.event(
+        "deploy", name, rec.version, target=target, url=rec.url, auth=bool(auth), lineage=artifact.lineage,
+        **stable, **roles,
+    )  # fmt: skip
     return Deployment(rec, reg)
+
+
+def _check_port(name: str, target: str, port: int | None) -> None:
+    """``port=`` before the capture and the build: free, or already the name's own (its stable port when the target
+    has a router, else the running version's)."""
+    if port is None:
+        return
+    reg = Registry()
+    if endpoint.routed(target):
+        if reg.endpoint(name) is not None:
+            endpoint.check_stable_port(reg, name, port)
+            return
+        check_port(port)
+    elif port not in {r.port for r in reg.running(name)}:
+        check_port(port)
 
 
 def _unchanged(reg: Registry, name: str, target: str, port: int | None, info: Info) -> Record | None:
@@ -190,6 +223,7 @@ def _build_and_start(
     port: int | None,
     bento_options: dict[str, Any],
     progress: Progress,
+    role: dict[str, Any] | None = None,
 ) -> Record:
     """Build the version's bento and start it on the target; the timings of each stage go into its info."""
     with progress.stage("package", "a bento"):
@@ -197,7 +231,7 @@ def _build_and_start(
         bento = build_bento(artifact, rec.name, rec.version, config.bento_store(), extra_meta=meta, **bento_options)
     rec = reg.update(rec.name, rec.version, bento_tag=bento.tag, bento_path=str(bento.path))
     with progress.stage("start", "until /readyz answers"):
-        rec = start_record(reg, rec, port, tgt)
+        rec = start_record(reg, rec, port, tgt, role=role)
     timings = {f"{stage.replace(' ', '_')}_s": round(seconds, 3) for stage, seconds in progress.done}
     return reg.update(rec.name, rec.version, info=replace(rec.info, timings=timings))
 
@@ -325,8 +359,11 @@ def audit(name: str | None = None) -> pd.DataFrame:
 
 
 def get(name: str, version: int | None = None) -> Deployment:
-    """The handle of a deployment: the running version, or the one named."""
+    """The handle of a deployment: the running version, or the one named. What a name's router did by itself (an
+    automatic rollback after a promotion) is settled first, so the running version is the one that serves."""
     reg = Registry()
+    if version is None and endpoint.load(name) is not None:
+        endpoint.sync(reg, name)
     return Deployment(reg.get(name, version), reg)
 
 
@@ -357,6 +394,12 @@ def rollback(name: str, version: int, *, port: int | None = None) -> Deployment:
     if not Path(rec.bento_path).exists():
         raise TargetError(f"the bento of '{name}' v{version} is gone from {rec.bento_path}")
     current = [r.version for r in reg.running(name)]
+    if rec.status in {STANDBY, CANDIDATE}:  # already warm behind the endpoint: switch to it, nothing to start
+        state = {k: v for k, v in rec.state.items() if k != "endpoint"}
+        rec, others, _ = reg.claim(name, version, state=state)
+        endpoint.go_live(reg, rec, others)
+        reg.event("rollback", name, version, replaced=current, url=rec.url, warm=True)
+        return Deployment(rec, reg)
     try:
         rec = start_record(reg, rec, port, supersede=False)
     except BaseException as exc:
@@ -365,6 +408,34 @@ def rollback(name: str, version: int, *, port: int | None = None) -> Deployment:
         raise
     reg.event("rollback", name, version, replaced=current, url=rec.url)
     return Deployment(rec, reg)
+
+
+def promote(
+    name: str,
+    *,
+    rules: Any = None,
+    watch_s: float = 300.0,
+    watch_rules: dict[str, Any] | None = None,
+    force: bool = False,
+) -> Deployment:
+    """Make the name's candidate (a shadow or split deploy) the live version; return its handle.
+
+    Gated by ``rules`` (``nbdeploy.PromotionRules`` or a dict of its fields; its defaults when None):
+    a candidate that breaks one is refused with ``PromotionRefused`` naming the rules and carrying the comparison,
+    unless ``force=True``. The previous version stays warm (status ``standby``) for ``watch_s`` seconds; if the new
+    one breaks ``watch_rules`` meanwhile (default: error rate above 0.05 over at least 20 requests in 30 s) the
+    router sends traffic back to the previous one by itself. Every step is an audit event.
+    """
+    reg = Registry()
+    rec = endpoint.promote(reg, name, rules=rules, watch_s=watch_s, watch_rules=watch_rules, force=force)
+    return Deployment(rec, reg)
+
+
+def get_endpoint(name: str) -> endpoint.EndpointInfo:
+    """The name's stable endpoint now: its URL, the live version, the candidate (shadow or split), the watch after
+    a promotion, and the router's figures (requests in flight and served per version). What the router did by
+    itself (an automatic rollback, a watch that ended) is settled in the registry first."""
+    return endpoint.info(name)
 
 
 def manifests(

@@ -14,7 +14,14 @@ from typing import Any
 from . import keys
 from .record import Record
 
-_COLOURS = {"running": "#1a7f37", "stopped": "#6e7781", "failed": "#cf222e", "degraded": "#9a6700"}
+_COLOURS = {
+    "running": "#1a7f37",
+    "stopped": "#6e7781",
+    "failed": "#cf222e",
+    "degraded": "#9a6700",
+    "candidate": "#0969da",
+    "standby": "#8250df",
+}
 #: A request body up to this many characters goes inline in the curl line; a longer one is read from a file.
 INLINE_BODY_CHARS = 160
 EXAMPLE_FILE = "example.json"
@@ -25,9 +32,10 @@ def example_body(rec: Record) -> str:
     return json.dumps({"inputs": rec.info.example or []})
 
 
-def curl(rec: Record, key: str | None = None, example_path: Path | None = None) -> str:
+def curl(rec: Record, key: str | None = None, example_path: Path | None = None, url: str | None = None) -> str:
     """A ready-to-copy request. The key comes from ``$NBDEPLOY_KEY`` unless one is passed (scripts, tests); a long
-    body (a wide model) is read from ``example_path`` (``@file``), so the line stays one line."""
+    body (a wide model) is read from ``example_path`` (``@file``), so the line stays one line. ``url``: where to
+    send it (the name's stable URL), else the version's own."""
     body = example_body(rec)
     auth = ""
     if rec.info.auth:
@@ -35,7 +43,7 @@ def curl(rec: Record, key: str | None = None, example_path: Path | None = None) 
     data = "'" + body.replace("'", "'\\''") + "'"
     if example_path is not None and len(body) > INLINE_BODY_CHARS:
         data = f"@{example_path}"
-    return f"curl -s -X POST {rec.url}/predict -H 'content-type: application/json'{auth} -d {data}"
+    return f"curl -s -X POST {url or rec.url}/predict -H 'content-type: application/json'{auth} -d {data}"
 
 
 def _key_row(rec: Record, stored_key: str | None) -> str:
@@ -106,14 +114,19 @@ def _routes(rec: Record) -> str:
 
 
 def render(
-    rec: Record, stored_key: str | None = None, note: str | None = None, example_path: Path | None = None
+    rec: Record,
+    stored_key: str | None = None,
+    note: str | None = None,
+    example_path: Path | None = None,
+    endpoint_url: str | None = None,
 ) -> str:
     """The card's HTML; ``stored_key``: the name's key, shown masked; ``note``: a line above the table (such as
     "unchanged: this version already serves the model"); ``example_path``: the saved example body, for wide
-    models' curl line."""
+    models' curl line; ``endpoint_url``: the name's stable URL, shown first and used in the curl line."""
     colour = _COLOURS.get(rec.status, "#9a6700")
     name = html.escape(rec.name)
     model = html.escape(rec.info.model or rec.info.kind or "?")
+    own = "This version" if endpoint_url else "URL"
     rows = [
         ("URL", f"<code>{html.escape(rec.url or '-')}</code>"),
         ("Status", f"<b style='color:{colour}'>{html.escape(rec.status)}</b> on {html.escape(rec.target)}"),
@@ -132,16 +145,23 @@ def render(
             f"<code>nbdeploy status {name}</code>",
         ),
     ]
+    if endpoint_url:
+        role = (rec.state.get("endpoint") or {}) if rec.status == "candidate" else {}
+        what = f" · this version is a {role.get('mode')} candidate ({role.get('percent', 100):g} %)" if role else ""
+        stable = f"<code>{html.escape(endpoint_url)}</code> <span style='color:#57606a'>same URL for every version"
+        rows[0] = (own, f"<code>{html.escape(rec.url or '-')}</code>")
+        rows.insert(0, ("Endpoint (stable)", f"{stable}{html.escape(what)}</span>"))
     body = "".join(
         f"<tr><th style='text-align:left;padding-right:1em;vertical-align:top'>{k}</th><td>{v}</td></tr>"
         for k, v in rows
     )
+    try_it = curl(rec, None, example_path, endpoint_url)
     banner = f"<div style='color:#9a6700'>{html.escape(note)}</div>" if note else ""
     return (
         "<div class='nbdeploy-card' style='border:1px solid #d0d7de;border-radius:6px;padding:8px 12px;"
         "max-width:900px'>"
         f"<div style='font-size:1.1em'><b>{name}</b> &middot; version {rec.version}</div>{banner}"
         f"<table>{body}</table>"
-        f"<div>Try it:</div><pre style='white-space:pre-wrap'>{html.escape(curl(rec, None, example_path))}</pre>"
+        f"<div>Try it:</div><pre style='white-space:pre-wrap'>{html.escape(try_it)}</pre>"
         "</div>"
     )

@@ -172,6 +172,37 @@ def _rollback(args: argparse.Namespace) -> int:
     return 0
 
 
+def _promote(args: argparse.Namespace) -> int:
+    from . import _api
+
+    dep = _api.promote(args.name, watch_s=args.watch, force=args.force)
+    sys.stdout.write(f"{dep.name} v{dep.version} is live at {dep.endpoint_url or dep.url}\n")
+    return 0
+
+
+def _endpoint(args: argparse.Namespace) -> int:
+    from .endpoint import info
+
+    ep = info(args.name)
+    if args.json:
+        sys.stdout.write(_json(ep.as_dict()) + "\n")
+        return 0
+    lines = [f"{ep.name}: {ep.url} (router {'running' if ep.router_running else 'stopped'})"]
+    lines.append(f"  live       v{ep.live}" if ep.live is not None else "  live       -")
+    if ep.candidate:
+        c = ep.candidate
+        sticky = f", sticky by {c['sticky']}" if c.get("sticky") else ""
+        lines.append(f"  candidate  v{c['version']} {c['mode']} {c['percent']:g}%{sticky}")
+    if ep.watch:
+        w = ep.watch
+        lines.append(f"  watch      previous v{w['previous']} warm; {w.get('outcome') or 'watching'}")
+    if ep.status:
+        flight = ep.status.get("in_flight") or {}
+        lines.append(f"  served     {ep.status.get('served')}  in flight {flight or 0}")
+    sys.stdout.write("\n".join(lines) + "\n")
+    return 0
+
+
 def _export(args: argparse.Namespace) -> int:
     from . import _api
 
@@ -287,6 +318,15 @@ def parser() -> argparse.ArgumentParser:
     rb.add_argument("name")
     rb.add_argument("version", type=int)
     rb.set_defaults(func=_rollback)
+    pr = sub.add_parser("promote", help="make a name's candidate (shadow or split) the live version, gated by rules")
+    pr.add_argument("name")
+    pr.add_argument("--force", action="store_true", help="promote without checking the rules (audited)")
+    pr.add_argument("--watch", type=float, default=300.0, help="seconds the previous version stays warm")
+    pr.set_defaults(func=_promote)
+    en = sub.add_parser("endpoint", help="a name's stable URL: live version, candidate, watch, router figures")
+    en.add_argument("name")
+    en.add_argument("--json", action="store_true")
+    en.set_defaults(func=_endpoint)
     for cmd, func, helptext in (
         ("key", _key, "print the API key of a deployment (for curl: export NBDEPLOY_KEY=$(nbdeploy key NAME))"),
         ("rotate-key", _rotate_key, "replace the API key without downtime; prints the new key"),

@@ -13,7 +13,7 @@ import pandas as pd
 from . import card, config, keys, lifecycle
 from .client import ServiceClient
 from .errors import NbdeployError, NotSupported, UsageError
-from .registry import RUNNING, Record, Registry
+from .registry import CANDIDATE, RUNNING, SERVING, Record, Registry
 from .targets import get_target
 
 # Kept importable from here: earlier code and tests start and stop records through this module.
@@ -45,6 +45,24 @@ class Deployment:
     def url(self) -> str | None:
         """Where the service answers, e.g. ``http://127.0.0.1:PORT``."""
         return self._record.url
+
+    @property
+    def endpoint_url(self) -> str | None:
+        """The name's stable URL (its router's, the same for every version, across redeploys, rollbacks and
+        restarts), or None where the target has none (kubernetes: the Service is the stable address).
+        ``url`` stays this version's own address; the stable one also reaches it as ``/v/VERSION/...``."""
+        from . import endpoint
+
+        return endpoint.url_of(self.name, self._registry)
+
+    @property
+    def role(self) -> str:
+        """``live``, ``shadow`` or ``split`` (a candidate), ``standby`` (kept warm after a promotion) or the
+        registry's status for a version that does not serve."""
+        rec = self._record
+        if rec.status == CANDIDATE:
+            return str((rec.state.get("endpoint") or {}).get("mode", "candidate"))
+        return "live" if rec.status == RUNNING else rec.status
 
     @property
     def target(self) -> str:
@@ -175,10 +193,15 @@ class Deployment:
     def status(self) -> str:
         """``running``, ``degraded`` (process up, not answering /readyz: starting, or a model call stuck past the
         timeout until the worker is recycled), ``stopped`` or ``failed``."""
+        from . import endpoint
+
+        if self._registry.endpoint(self.name) is not None:
+            endpoint.sync(self._registry, self.name)  # an automatic rollback or a watch that ended, settled first
         rec = self._refresh()
-        if rec.status != RUNNING:
+        if rec.status not in SERVING:
             return rec.status
-        return get_target(rec.target).status(rec)
+        live = get_target(rec.target).status(rec)
+        return live if rec.status == RUNNING or live != "running" else rec.status
 
     def scale(self, n: int) -> Deployment:
         """Run ``n`` replicas (kubernetes target). With an autoscaler, ``n`` becomes its minimum: the HPA owns
@@ -193,7 +216,9 @@ class Deployment:
         return self
 
     def restart(self) -> Deployment:
-        """Start this version again on the same port (after a crash), with the limits it was deployed with."""
+        """Start this version again, with the limits it was deployed with: a crashed one on its own port; the live
+        version of a stable endpoint, while it runs, in a fresh process beside the old one, switched and drained,
+        so no caller of the stable URL sees it."""
         self._record = self._client.record = lifecycle.restart(self._registry, self._refresh())
         return self
 
@@ -201,9 +226,66 @@ class Deployment:
         return get_target(self.target).logs(self._record, lines)
 
     def stop(self) -> None:
-        """Stop the service and leave no process behind."""
+        """Stop the service and leave no process behind. Stopping the live version of a name stops its stable
+        endpoint (the router) and any candidate or standby too; stopping a candidate takes it out of the endpoint
+        (``reject``) while the live version keeps serving."""
         self._record = self._client.record = lifecycle.stop(self._registry, self._refresh())
         self._client.close()
+
+    def promote(
+        self,
+        rules: Any = None,
+        watch_s: float = 300.0,
+        watch_rules: dict[str, Any] | None = None,
+        force: bool = False,
+    ) -> Deployment:
+        """Make this candidate the live version (see ``nbdeploy.promote``): gated by ``rules`` unless ``force``;
+        the previous version stays warm for ``watch_s`` seconds and takes traffic back by itself if this one breaks
+        ``watch_rules``. Raises ``PromotionRefused`` with the failed rules and the comparison."""
+        from . import endpoint
+
+        rec = self._refresh()
+        if rec.status != CANDIDATE:
+            raise UsageError(
+                f"'{rec.name}' v{rec.version} is {'live' if rec.status == RUNNING else rec.status}, not a candidate",
+                hint="deploy with shadow= or split= to make a candidate",
+            )
+        self._record = self._client.record = endpoint.promote(
+            self._registry, rec.name, rules=rules, watch_s=watch_s, watch_rules=watch_rules, force=force
+        )
+        return self
+
+    def compare(self) -> Any:
+        """The name's live version against its candidate on the same requests: agreement, the disagreeing requests,
+        accuracy on the labelled ones with an exact paired test, latency and errors (``nbdeploy.compare``)."""
+        from .comparison import compare
+
+        return compare(self.name)
+
+    def compare_panel(self, interval: float = 3.0, live: bool = True) -> Any:
+        """Champion against challenger, live (ipywidgets) or as a static snapshot: agreement over time, flips,
+        latency, and the labelled comparison once feedback arrives."""
+        from .monitor.challenger import comparison_panel
+
+        return comparison_panel(self.name, live=live, interval=interval)
+
+    def split(self, percent: float, sticky: str | None = None) -> Deployment:
+        """Give this candidate ``percent`` % of the callers (a shadow becomes a split); audited."""
+        from . import endpoint
+
+        rec = self._refresh()
+        if rec.status != CANDIDATE:
+            raise UsageError(f"'{rec.name}' v{rec.version} is not a candidate: only a candidate's share changes")
+        self._record = self._client.record = endpoint.set_split(self._registry, rec, percent, sticky)
+        return self
+
+    def reject(self) -> None:
+        """Take this candidate out of the endpoint and stop it (audited); the live version keeps serving."""
+        rec = self._refresh()
+        if rec.status != CANDIDATE:
+            raise UsageError(f"'{rec.name}' v{rec.version} is not a candidate")
+        self._registry.event("reject", rec.name, rec.version)
+        self.stop()
 
     def export(self, path: str) -> list[str]:
         """Write this version's image archive and bento archive into the folder ``path``; return their paths.
@@ -243,9 +325,9 @@ class Deployment:
         }
 
     def curl(self, key: str | None = None) -> str:
-        """A ready-to-copy request (the first row of the sample) that reads the key from ``$NBDEPLOY_KEY``; a wide
-        model's body is read from the example file deploy saved, so the line stays short."""
-        return card.curl(self._record, key, self._example_path())
+        """A ready-to-copy request (the first row of the sample) to the stable URL when the name has one, that reads
+        the key from ``$NBDEPLOY_KEY``; a wide model's body is read from the example file deploy saved."""
+        return card.curl(self._record, key, self._example_path(), self.endpoint_url)
 
     def _example_path(self) -> Path | None:
         path = config.deployment_dir(self.name, self.version) / card.EXAMPLE_FILE
@@ -257,4 +339,10 @@ class Deployment:
     def _repr_html_(self) -> str:
         """The card: the key masked, always (what a notebook shows is saved with it)."""
         stored = self._registry.key(self.name) if self._record.info.auth else None
-        return card.render(self._record, stored_key=stored, note=self._note, example_path=self._example_path())
+        return card.render(
+            self._record,
+            stored_key=stored,
+            note=self._note,
+            example_path=self._example_path(),
+            endpoint_url=self.endpoint_url,
+        )

@@ -77,3 +77,19 @@ class VerificationError(CaptureError):
 
 class EdgeExportError(NbdeployError):
     """The model cannot become an edge (ONNX) bundle, or the bundle does not predict as the session does."""
+
+
+class PromotionRefused(UsageError):
+    """A candidate broke the promotion rules: ``failures`` names each rule broken, ``comparison`` is the evidence
+    (``nbdeploy.compare(name)``: the Comparison of the candidate with the live version). Nothing was switched."""
+
+    def __init__(self, name: str, version: int, failures: list[object], comparison: object = None) -> None:
+        shown = "; ".join(str(f) for f in failures) or "a rule failed"
+        super().__init__(
+            f"promotion of '{name}' v{version} refused: {shown}",
+            hint="look at the comparison (err.comparison); promote(force=True) overrides the rules, audited",
+        )
+        self.name = name
+        self.version = version
+        self.failures = list(failures)
+        self.comparison = comparison

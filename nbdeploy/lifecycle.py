@@ -6,31 +6,62 @@ crash, and a version that loses a race to a newer one is told instead of silentl
 
 from __future__ import annotations
 
+from dataclasses import replace
+from typing import Any
+
+from . import endpoint
 from .errors import NbdeployError, Superseded
-from .registry import FAILED, RUNNING, STOPPED, Record, Registry
+from .registry import FAILED, RUNNING, SERVING, STOPPED, Record, Registry
 from .targets import Target, get_target
 
 
 def start_record(
-    registry: Registry, rec: Record, port: int | None, target: Target | None = None, supersede: bool = True
+    registry: Registry,
+    rec: Record,
+    port: int | None,
+    target: Target | None = None,
+    supersede: bool = True,
+    role: dict[str, Any] | None = None,
+    own_port: int | None = None,
 ) -> Record:
     """Start ``rec``'s bento on its target, then retire every other running version of the name.
 
     With ``supersede`` (a deploy), a version that finds a newer one already serving does not take over: it is
     stopped and ``Superseded`` says which version serves, so the caller of a lost race is told. A rollback or
     restart (``supersede=False``) takes over whatever runs.
+
+    On a target with a stable endpoint (``endpoint.routed``) the version gets a port of its own, ``port`` is the
+    name's stable port (the first deploy's choice), and the swap drains the replaced version before stopping it,
+    so callers of the stable URL lose nothing. ``role`` (``{"mode": "shadow"|"split", ...}``) starts it as the
+    name's candidate instead: the live version keeps serving. ``own_port``: the version's own port there (a
+    crashed version restarted where it was).
     """
     target = target or get_target(rec.target)
-    if port is not None:
+    routed = endpoint.routed(rec.target)
+    if role is not None:
+        return endpoint.start_candidate(registry, rec, target, role)
+    if routed:
+        if port is not None:
+            endpoint.check_stable_port(registry, rec.name, port)
+        version_port = own_port
+    else:
+        version_port = port
+    if version_port is not None and not routed:
         # The caller wants the port another version holds: free it first (a short gap in service).
         for r in registry.running(rec.name):
-            if r.version != rec.version and r.port == port:
+            if r.version != rec.version and r.port == version_port:
                 stop_record(registry, r)
     if not rec.bento_path:
         raise NbdeployError(f"'{rec.name}' v{rec.version} has no bento to start from")
-    running = target.deploy(rec, rec.bento_path, port)
+    running = target.deploy(rec, rec.bento_path, version_port)
     extra = {"state": {**rec.state, **running.info}} if running.info else {}
-    fields = {"url": running.url, "port": running.port, "pid": running.pid, **extra}
+    fields: dict[str, Any] = {"url": running.url, "port": running.port, "pid": running.pid, **extra}
+    if routed:
+        try:
+            endpoint.ensure_router(rec.name, port, registry)
+        except BaseException:
+            target.stop(replace(rec, **fields))
+            raise
     rec, others, newer = registry.claim(rec.name, rec.version, newest_wins=supersede, **fields)
     if newer is not None:
         target.stop(rec)
@@ -40,6 +71,9 @@ def start_record(
             hint=f"nbdeploy.get('{rec.name}') is the serving version; nbdeploy.rollback('{rec.name}', "
             f"{rec.version}) serves this one",
         )
+    if routed:
+        endpoint.go_live(registry, rec, others)
+        return rec
     for other in others:
         stop_record(registry, other)
     return rec
@@ -57,11 +91,22 @@ def stop_record(registry: Registry, rec: Record) -> Record:
 
 
 def restart(registry: Registry, rec: Record) -> Record:
-    """Start ``rec`` again on its port (after a crash); a failed restart is recorded as failed and audited."""
+    """Start ``rec`` again; a failed restart is recorded as failed and audited.
+
+    A crashed version comes back on its port (nothing to drain). The live version of a stable endpoint whose
+    process still runs is started afresh on a new port beside the old process, the router switched to it, the old
+    process drained and then stopped: a restart no caller notices.
+    """
     target = get_target(rec.target)
+    live_local = rec.status == RUNNING and rec.target == "local" and endpoint.routed(rec.target)
+    if live_local and target.status(rec) in {"running", "degraded"}:
+        return _restart_beside(registry, rec, target)
     target.stop(rec)
     try:
-        started = start_record(registry, rec, rec.port, target, supersede=False)
+        if endpoint.routed(rec.target):  # back on its own port; the stable port is the router's
+            started = start_record(registry, rec, None, target, supersede=False, own_port=rec.port)
+        else:
+            started = start_record(registry, rec, rec.port, target, supersede=False)
     except BaseException as exc:
         registry.update(rec.name, rec.version, status=FAILED, pid=None)
         registry.event("restart-failed", rec.name, rec.version, error=f"{type(exc).__name__}: {exc}"[:500])
@@ -70,9 +115,30 @@ def restart(registry: Registry, rec: Record) -> Record:
     return started
 
 
+def _restart_beside(registry: Registry, rec: Record, target: Target) -> Record:
+    """A fresh process of the live version on a new port, then the switch and the drain (``endpoint.swap_process``)."""
+    if not rec.bento_path:
+        raise NbdeployError(f"'{rec.name}' v{rec.version} has no bento to start from")
+    endpoint.ensure_router(rec.name, registry=registry)
+    try:
+        running = target.deploy(rec, rec.bento_path, None)
+    except BaseException as exc:
+        registry.event("restart-failed", rec.name, rec.version, error=f"{type(exc).__name__}: {exc}"[:500])
+        raise  # the old process still serves
+    started = registry.update(rec.name, rec.version, url=running.url, port=running.port, pid=running.pid)
+    endpoint.swap_process(registry, rec, started)
+    registry.event("restart", rec.name, rec.version, url=started.url, previous_url=rec.url, drained=True)
+    return started
+
+
 def stop(registry: Registry, rec: Record) -> Record:
-    """Stop a version on purpose (audited if it was running); stopping a stopped one changes nothing."""
+    """Stop a version on purpose (audited if it was running); stopping a stopped one changes nothing.
+
+    The live version of a stable endpoint takes its router and any candidate or standby with it; a candidate or a
+    standby leaves the router's config first (drained), the live version keeps serving."""
+    if rec.status in SERVING:
+        endpoint.remove(registry, rec)
     stopped = stop_record(registry, rec)
-    if rec.status == RUNNING:
-        registry.event("stop", rec.name, rec.version)
+    if rec.status in SERVING:
+        registry.event("stop", rec.name, rec.version, **({} if rec.status == RUNNING else {"was": rec.status}))
     return stopped

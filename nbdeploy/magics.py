@@ -1,4 +1,4 @@
-"""``%deploy``, ``%deployments``, ``%undeploy``, ``%monitor``: thin parsing over the public API.
+"""``%deploy``, ``%deployments``, ``%undeploy``, ``%promote``, ``%monitor``: thin parsing over the public API.
 
 User errors (nbdeploy's own exceptions, unknown variables) surface as IPython ``UsageError``:
 one clear line, no traceback, and still a failed cell, so papermill stops on them.
@@ -109,6 +109,14 @@ class DeployMagics(Magics):
         help="another option of the target (repeatable; VALUE is read as JSON if it parses, e.g. hpa=false)",
     )  # fmt: skip
     @argument("--force", action="store_true", help="make a new version even if the model and options are unchanged")
+    @argument(
+        "--shadow", nargs="?", type=float, const=100.0, default=None, metavar="PCT",
+        help="start as a shadow of the live version: a copy of PCT percent of requests (default 100), answers nobody",
+    )  # fmt: skip
+    @argument(
+        "--split", type=float, default=None, metavar="PCT", help="start as a candidate answering PCT percent of callers"
+    )
+    @argument("--sticky", default=None, help="keep each caller on one version: 'key' or 'header:NAME'")
     @line_magic
     def deploy(self, line: str) -> Any:
         """Deploy a model from this notebook: ``dep = %deploy model --name churn --sample X_train``
@@ -120,13 +128,16 @@ class DeployMagics(Magics):
         reqs = [r.strip() for r in args.requirements.split(",") if r.strip()] if args.requirements else None
         redact = dict(_redact_item(r) for r in args.redact.split(",") if r.strip()) if args.redact else None
         extra = dict(_target_option(o) for o in args.option) or None
+        roles: dict[str, Any] = {"split": args.split, "sticky": args.sticky}
+        if args.shadow is not None:
+            roles["shadow"] = args.shadow
         try:
             options = {"engine": args.engine, "base_image": args.base_image, "registry": args.registry}
             options.update(replicas=args.replicas, context=args.context, namespace=args.namespace)
             return _api.deploy(
                 model, name=args.name, sample=sample, target=args.target, port=args.port, requirements=reqs,
                 redact=redact, target_options=extra, force=args.force,
-                **{k: v for k, v in options.items() if v is not None},
+                **{k: v for k, v in {**options, **roles}.items() if v is not None},
             )  # fmt: skip
         except NbdeployError as exc:
             raise _user_error(exc) from None
@@ -155,6 +166,38 @@ class DeployMagics(Magics):
             except NbdeployError as exc:
                 raise _user_error(exc) from None
             display(dep)
+
+    @magic_arguments()
+    @argument("name", help="deployment name")
+    @argument("--force", action="store_true", help="promote without checking the rules (audited as forced)")
+    @argument("--watch", type=float, default=300.0, help="seconds the previous version stays warm (default: 300)")
+    @line_magic
+    def promote(self, line: str) -> Any:
+        """Make a name's candidate (a --shadow or --split deploy) the live version: %promote NAME [--force]
+
+        Refused (one line naming the failed rules) when the candidate breaks the promotion rules."""
+        args = self._parse(self.promote, line)
+        if args.watch < 0:
+            raise UsageError(f"--watch must be a number of seconds >= 0, not {args.watch:g}")
+        try:
+            return _api.promote(args.name, watch_s=args.watch, force=args.force)
+        except NbdeployError as exc:
+            raise _user_error(exc) from None
+
+    @magic_arguments()
+    @argument("name", help="deployment name")
+    @argument("--interval", "-i", type=float, default=3.0, help="seconds between updates (default: 3)")
+    @argument("--static", action="store_true", help="a static HTML snapshot instead of the live panel")
+    @line_magic
+    def compare(self, line: str) -> Any:
+        """Champion against challenger, live: %compare NAME (the live version against its shadow or split)"""
+        args = self._parse(self.compare, line)
+        if args.interval <= 0:
+            raise UsageError(f"--interval must be a positive number of seconds, not {args.interval:g}")
+        try:
+            return _api.get(args.name).compare_panel(interval=args.interval, live=not args.static)
+        except NbdeployError as exc:
+            raise _user_error(exc) from None
 
     @magic_arguments()
     @argument("name", help="deployment name")

@@ -54,6 +54,13 @@ CREATE TABLE IF NOT EXISTS keys (
     sha256      TEXT NOT NULL,
     created_at  TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS endpoints (
+    name        TEXT PRIMARY KEY,
+    port        INTEGER NOT NULL,
+    pid         INTEGER,
+    url         TEXT NOT NULL,
+    created_at  TEXT NOT NULL
+);
 CREATE TRIGGER IF NOT EXISTS events_no_update BEFORE UPDATE ON events
 BEGIN SELECT RAISE(ABORT, 'audit events are append-only'); END;
 CREATE TRIGGER IF NOT EXISTS events_no_delete BEFORE DELETE ON events
@@ -62,6 +69,12 @@ BEGIN SELECT RAISE(ABORT, 'audit events are append-only'); END;
 
 #: Statuses a row can have. ``running`` rows own a live process; at most one per name.
 STARTING, RUNNING, STOPPED, FAILED = "starting", "running", "stopped", "failed"
+#: Also owning a live process, behind the name's stable endpoint but not live: ``candidate`` (a shadow or a share
+#: of a split, its role in ``state["endpoint"]``) and ``standby`` (the previous live version, kept warm while a
+#: promotion is watched). Neither is ``running``, so "one running version per name" stays true.
+CANDIDATE, STANDBY = "candidate", "standby"
+#: Statuses whose version has a process to check and to stop.
+SERVING = frozenset({RUNNING, CANDIDATE, STANDBY})
 
 
 def _who() -> str:
@@ -253,3 +266,38 @@ class Registry:
                 "SELECT * FROM deployments WHERE name=? AND status=? ORDER BY version", (name, RUNNING)
             ).fetchall()
         return [Record.from_row(r) for r in rows]
+
+    def serving(self, name: str) -> builtins.list[Record]:
+        """Every version of ``name`` that owns a process: running, candidate and standby."""
+        marks = ", ".join("?" * len(SERVING))
+        with self._connect() as con:
+            rows = con.execute(
+                f"SELECT * FROM deployments WHERE name=? AND status IN ({marks}) ORDER BY version",
+                (name, *sorted(SERVING)),
+            ).fetchall()
+        return [Record.from_row(r) for r in rows]
+
+    # -- the stable endpoint of a name: its router's port (chosen once, never changed) and process --
+
+    def endpoint(self, name: str) -> dict[str, Any] | None:
+        """``{"name", "port", "pid", "url", "created_at"}`` of the name's router, or None if it never had one."""
+        with self._connect() as con:
+            row = con.execute("SELECT * FROM endpoints WHERE name=?", (name,)).fetchone()
+        return dict(zip(row.keys(), row, strict=True)) if row else None
+
+    def set_endpoint(self, name: str, port: int, pid: int | None) -> dict[str, Any]:
+        """Record the router's process; the port of an existing row is kept (the stable URL never changes)."""
+        with self._tx() as con:
+            con.execute(
+                "INSERT INTO endpoints (name, port, pid, url, created_at) VALUES (?, ?, ?, ?, ?)"
+                " ON CONFLICT(name) DO UPDATE SET pid=excluded.pid",
+                (name, port, pid, f"http://127.0.0.1:{port}", _now()),
+            )
+        found = self.endpoint(name)
+        assert found is not None
+        return found
+
+    def endpoints(self) -> builtins.list[dict[str, Any]]:
+        with self._connect() as con:
+            rows = con.execute("SELECT * FROM endpoints ORDER BY name").fetchall()
+        return [dict(zip(r.keys(), r, strict=True)) for r in rows]

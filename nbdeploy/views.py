@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from . import config
-from .registry import RUNNING, Record, Registry
+from .registry import RUNNING, SERVING, Record, Registry
 
 #: Seconds a ``/readyz`` probe may take before the service counts as not answering.
 PROBE_TIMEOUT_S = 0.5
@@ -144,7 +144,12 @@ def rows(
     all_versions: bool = False, *, registry: Registry | None = None, window_s: float = WINDOW_S, live: bool = True
 ) -> list[Row]:
     """The rows of the list views: per name the version ``nbdeploy.get`` returns (or every version), checked live."""
-    records = (registry or Registry()).list(all_versions=all_versions)
+    reg = registry or Registry()
+    if live:  # settle what a router did by itself (an automatic rollback, a watch that ended) before showing it
+        from .endpoint import sync_all
+
+        sync_all(reg)
+    records = reg.list(all_versions=all_versions)
     since = time.time() - window_s
     if not records:
         return []
@@ -157,7 +162,11 @@ def rows(
 
 
 def _row(rec: Record, since: float, window_s: float, live: bool) -> Row:
-    status, checked = live_status(rec) if live and rec.status == RUNNING else (rec.status, rec.status != RUNNING)
+    # a candidate or a standby has a process too: checked as a running one, shown by its role while it is healthy
+    serving = rec.status in SERVING
+    status, checked = live_status(rec) if live and serving else (rec.status, not serving)
+    if serving and rec.status != RUNNING and status == RUNNING:
+        status = rec.status
     counts = request_counts(rec, since)
     return Row(
         name=rec.name,
@@ -390,7 +399,14 @@ def list_text(table: Sequence[Row], now: datetime | None = None) -> str:
     return "\n".join([text_table(headers, body), *_footnotes(table)])
 
 
-_COLOURS = {"running": "#1a7f37", "degraded": "#9a6700", "failed": "#cf222e", "starting": "#9a6700"}
+_COLOURS = {
+    "running": "#1a7f37",
+    "degraded": "#9a6700",
+    "failed": "#cf222e",
+    "starting": "#9a6700",
+    "candidate": "#0969da",
+    "standby": "#8250df",
+}
 
 
 def html_table(table: Sequence[Row], now: datetime | None = None) -> str:
@@ -407,7 +423,7 @@ def html_table(table: Sequence[Row], now: datetime | None = None) -> str:
     ]
     for r in table:
         colour = _COLOURS.get(r.status, "#57606a")
-        url = f'<a href="{esc(r.url)}/docs" target="_blank">{esc(r.url)}</a>' if r.url and r.status == "running" else ""
+        url = f'<a href="{esc(r.url)}/docs" target="_blank">{esc(r.url)}</a>' if r.url and r.status in SERVING else ""
         created = esc(r.created_at)
         values = [
             f"<b>{esc(r.name)}</b>",

@@ -95,6 +95,17 @@ NOTEBOOK_CHECKS: dict[str, tuple[dict[str, object], list[str]]] = {
             "deployed with auth=False: anyone who reaches the URL can call it",
         ],
     ),
+    "champion_challenger.ipynb": (
+        {"name": "docs-cc"},
+        [
+            "callers use: http://127.0.0.1:",
+            "v2 is the shadow; callers still meet v1",
+            "all served by version(s) ['1']",
+            "labels sent for 150 requests",
+            "the candidate (v2) disagrees on",
+            "McNemar exact p",
+        ],
+    ),
     "container.ipynb": (
         {"name": "docs-container"},
         [

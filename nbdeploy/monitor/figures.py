@@ -17,7 +17,7 @@ from matplotlib.ticker import FuncFormatter, MaxNLocator, PercentFormatter
 from .data import PanelData
 from .style import BLUE, GREEN, GREY, LIVE_COLOUR, ORANGE, RED, REFERENCE_COLOUR, fmt_ms, fmt_number, fmt_span
 
-__all__ = ["accuracy_figure", "calibration_figure", "predictions_figure", "traffic_figure"]
+__all__ = ["accuracy_figure", "agreement_figure", "calibration_figure", "predictions_figure", "traffic_figure"]
 
 FIG_DPI = 150  # rendered at 1.5x the display size: sharp on high-density screens
 DISPLAY_DPI = 100
@@ -259,4 +259,55 @@ def calibration_figure(data: PanelData, width: float = 3.2, height: float = 2.8)
     ax.set_xlabel(f"mean predicted ({what})", fontsize=9)
     ax.set_ylabel("observed frequency", fontsize=9)
     ax.set_title(f"Calibration ({data.scored:,} rows)", fontsize=10, loc="left")
+    return _png(fig)
+
+
+# ---------------------------------------------------------------------------------------------- champion / challenger
+
+
+MAX_BUCKETS_BEHIND = 10  # the agreement chart runs up to now unless its data ends longer ago than this many buckets
+
+
+def agreement_figure(
+    over_time: pd.DataFrame,
+    bucket_s: float,
+    at: float,
+    live: str = "live",
+    candidate: str = "candidate",
+    width: float = 6.0,
+    height: float = 3.6,
+) -> bytes:
+    """A comparison's ``agreement_over_time``: agreement per time bucket (top; absent in split mode) and each
+    version's p95 latency (bottom), as PNG."""
+    fig, (top, bottom) = _figure(width, height, rows=2, sharex=True)
+    top.set_title("Agreement with live (share of compared rows)", fontsize=10, loc="left")
+    bottom.set_title("Latency p95", fontsize=10, loc="left")
+    if over_time.empty:
+        _empty(top, "no compared requests yet")
+        _empty(bottom, "no requests yet")
+        return _png(fig)
+    step = pd.Timedelta(seconds=bucket_s)
+    x = _local_index(over_time) + step / 2
+    agreement = over_time["agreement"].to_numpy(float)
+    if np.isnan(agreement).all():
+        _empty(top, "split traffic: each version answers other requests, no agreement to show")
+    else:
+        top.plot(x, agreement, color=GREEN, marker="o", markersize=3, linewidth=1.4)
+        low = float(np.nanmin(agreement))
+        top.set_ylim(max(0.0, min(low, 0.9) - 0.02), 1.005)
+        top.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0 if low < 0.9 else 1))
+        top.yaxis.set_major_locator(MaxNLocator(4))
+    for col, colour, label in (("live_p95_ms", BLUE, live), ("candidate_p95_ms", ORANGE, candidate)):
+        values = over_time[col].to_numpy(float)
+        if not np.isnan(values).all():
+            bottom.plot(x, values, color=colour, marker=".", markersize=4, linewidth=1.4, label=label)
+    bottom.set_ylim(bottom=0)
+    bottom.yaxis.set_major_locator(MaxNLocator(4))
+    bottom.set_ylabel("ms", fontsize=9)
+    _legend(bottom)
+    # up to now while the data is recent; an old comparison (``since`` far back) ends at its last bucket
+    right = x[-1] + step / 2
+    if _local(at) - right < pd.Timedelta(seconds=MAX_BUCKETS_BEHIND * bucket_s):
+        right = max(right, _local(at))
+    _time_axis(bottom, min(x[0] - step / 2, right - pd.Timedelta(seconds=MIN_SPAN_S)), right, max_ticks=int(width))
     return _png(fig)

@@ -266,6 +266,9 @@ class NbdeployService:
             ctx.response.status_code = 400
             return {"error": str(exc)}
         self.recorder.feedback(accepted)
+        # answered once stored (up to 2 s): labels acknowledged are joinable at once (comparisons, the panel);
+        # feedback is rare and runs in BentoML's thread pool, so the wait costs no prediction anything
+        self.recorder.flush(2.0)
         return {"accepted": len(accepted)}
 
 
