@@ -62,6 +62,14 @@ def _sequential(url: str, bodies: list[bytes], n: int, headers: dict[str, str]) 
     return float(np.percentile(lat, 50)), float(np.percentile(lat, 99)), errors
 
 
+def nbdeploy_deploy_shadow(model, X: pd.DataFrame):
+    """The same model again, as a shadow of the live version: every request copied to it."""
+    import nbdeploy
+
+    print("deploying a shadow of it ...", flush=True)
+    return nbdeploy.deploy(model, name="bench", sample=X[:1000], shadow=True)
+
+
 def measure(name: str, url: str, bodies: list[bytes], args: argparse.Namespace, headers: dict[str, str]) -> dict:
     p50, p99, seq_errors = _sequential(url, bodies, args.sequential, headers)
     row = {"server": name, "seq_p50_ms": p50, "seq_p99_ms": p99, "errors": seq_errors}
@@ -287,6 +295,23 @@ def main(argv: list[str] | None = None) -> int:
         key = {"authorization": f"Bearer {Registry().key('bench')}"}
         row = measure("nbdeploy local endpoint", f"{dep.url}/predict", _bodies("records", rows_json), args, key)
         results.append({**row, "ready_s": deploy["start_s"]})
+        # the stable URL (the name's router) against the version's own, then with a shadow of the same model
+        stable = measure("nbdeploy stable URL", f"{dep.endpoint_url}/predict", _bodies("records", rows_json), args, key)
+        results.append({**stable, "ready_s": deploy["start_s"]})
+        shadow = nbdeploy_deploy_shadow(model, X)
+        results.append(
+            {
+                **measure(
+                    "nbdeploy stable URL, shadow 100 %",
+                    f"{dep.endpoint_url}/predict",
+                    _bodies("records", rows_json),
+                    args,
+                    key,
+                ),
+                "ready_s": deploy["start_s"],
+            }
+        )
+        shadow.stop()
         print("timing the command line ...", flush=True)
         cli = cli_timings()  # with the deployment above running: `list` probes it
         batch = batch_100k(dep, model, X)
