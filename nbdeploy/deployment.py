@@ -132,12 +132,21 @@ class Deployment:
 
         ``feedback(dep.last_request_id, y)`` for one request, or lists of ids and label arrays.
         """
+        from .endpoint import answered_by
         from .monitor import send_feedback
 
         if isinstance(request_ids, str):
             request_ids, y_true = [request_ids], [y_true]
-        url = self._refresh().url or ""
-        return send_feedback(url, list(request_ids), list(y_true), headers=self._client.headers(reload=True))
+        ids, labels = list(request_ids), list(y_true)
+        rec = self._refresh()
+        headers = self._client.headers(reload=True)
+        # behind a split, each version answered some of the ids: its labels go to it (the router logged who answered)
+        groups = answered_by(rec.name, ids, default=rec.version)
+        accepted = 0
+        for version, positions in sorted(groups.items()):
+            url = rec.url if version == rec.version else self._registry.get(rec.name, version).url
+            accepted += send_feedback(url or "", [ids[i] for i in positions], [labels[i] for i in positions], headers)
+        return accepted
 
     def key(self) -> keys.Key:
         """The API key of this name, read from the owner-only registry. It shows masked when a notebook displays it

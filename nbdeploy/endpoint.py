@@ -648,6 +648,40 @@ def _summary(value: Any) -> Any:
     return str(value)[:2000]
 
 
+def answered_by(name: str, request_ids: list[str], default: int) -> dict[int, list[int]]:
+    """Which version answered each request id, as positions per version, from the router's log (``served``); ids it
+    did not route (a version's own URL, no endpoint) belong to ``default``."""
+    from .router.contract import STORE_FILE
+
+    store = config.name_dir(name) / STORE_FILE
+    found: dict[str, int] = {}
+    ep = load(name) if store.exists() and request_ids else None
+    # behind a split the router logs who answered within 0.2 s: wait that long for ids it has not written yet
+    deadline = time.monotonic() + (1.0 if ep is not None and ep.candidate and ep.candidate.mode == "split" else 0.0)
+    while ep is not None:
+        _served_by(store, [r for r in request_ids if r not in found], found)
+        if len(found) == len(set(request_ids)) or time.monotonic() >= deadline:
+            break
+        time.sleep(0.05)
+    groups: dict[int, list[int]] = {}
+    for i, rid in enumerate(request_ids):
+        groups.setdefault(found.get(rid, default), []).append(i)
+    return groups
+
+
+def _served_by(store: Path, request_ids: list[str], found: dict[str, int]) -> None:
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(f"file:{store}?mode=ro", uri=True, timeout=5)) as con:
+        for start in range(0, len(request_ids), 500):
+            chunk = request_ids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            rows = con.execute(
+                f"SELECT request_id, version FROM served WHERE request_id IN ({marks}) AND status = 200", chunk
+            ).fetchall()
+            found.update({str(rid): int(version) for rid, version in rows})
+
+
 def sync(registry: Registry, name: str) -> Endpoint | None:
     """Settle what the router did by itself: after an automatic rollback the broken version is stopped and the
     previous one is live again in the registry; a watch that ended cleanly stops the previous version. Each is

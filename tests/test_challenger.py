@@ -178,3 +178,24 @@ def test_killing_the_shadow_under_load_fails_no_live_request(live, models, frame
         thread.join(30)
     assert failures == [] and sent[0] >= 150
     cand.stop()
+
+
+def test_behind_a_split_each_label_reaches_the_version_that_answered(live, models, frame, labels):
+    """A 50 % split: the caller's feedback, through the live handle, goes to whichever version answered each request
+    (the router logged it), so the split comparison has every label, unpaired."""
+    current = nbdeploy.get(NAME)
+    cand = nbdeploy.deploy(models["better"], name=NAME, sample=frame[:50], split=50)
+    t0 = time.time()  # the live version's log has earlier tests' labels: compare this test's requests only
+    try:
+        ids, versions = [], []
+        with httpx.Client(headers=current.headers(), trust_env=False, timeout=30) as http:
+            for record in frame[:200].to_dict(orient="records"):
+                resp = http.post(f"{current.endpoint_url}/predict", json={"inputs": [record]})
+                ids.append(resp.json()["request_id"])
+                versions.append(int(resp.headers["x-nbdeploy-version"]))
+        assert {current.version, cand.version} == set(versions)
+        assert current.feedback(ids, [[int(v)] for v in labels[:200]]) == 200
+        cmp = nbdeploy.compare(NAME, since=t0)
+        assert cmp.mode == "split" and cmp.summary["labelled_rows"] == 200
+    finally:
+        cand.reject()

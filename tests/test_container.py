@@ -204,7 +204,7 @@ def test_redeploy_retires_v1_and_stop_removes_v2(deployed, model_and_data, engin
     shell = InteractiveShell.instance()
     shell.run_line_magic("load_ext", "nbdeploy")
     shell.user_ns.update(model=model, X_train=X[:500])
-    result = shell.run_cell("dep2 = %deploy model --name ctr-churn --sample X_train --target container")
+    result = shell.run_cell("dep2 = %deploy model --name ctr-churn --sample X_train --target container --force")
     assert result.error_in_exec is None, result.error_in_exec
     dep2 = shell.user_ns["dep2"]
     stop_after(dep2)

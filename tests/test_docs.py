@@ -276,6 +276,12 @@ def test_nbval_fails_a_notebook_that_leaves_a_service_running(tmp_path):
             "import pandas as pd\nimport nbdeploy\n"
             "dep = nbdeploy.deploy(lambda df: df['a'], name='forgotten', sample=pd.DataFrame({'a': [1.0]}))",
             execution_count=1,
+            # the deploy's stages line, cleared when it ends: an executed notebook stores it (empty) like this
+            outputs=[
+                nbformat.v4.new_output(
+                    "display_data", data={"text/plain": "<IPython.core.display.HTML object>", "text/html": ""}
+                )
+            ],
         )
     ]
     nbformat.write(nb, tmp_path / "forgets.ipynb")

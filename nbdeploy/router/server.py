@@ -769,7 +769,7 @@ class Router:
             )
         watch = self.ep.watch
         if watch is not None and watch.outcome is None and role == "live" and is_model_path(path):
-            error = status >= 500
+            error = status >= 500 or status == 422  # 422: the model failed on input its schema accepts
             self.window.append((now, error, ms))
             if error:  # judged at once, not at the next tick: at 1000 req/s a tick is 50 failed callers
                 self.window_errors += 1

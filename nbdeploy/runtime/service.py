@@ -241,6 +241,12 @@ class NbdeployService:
         except InputError as exc:
             self._record(rid, started, 400, inputs, None, str(exc))  # kept: what was refused, to debug it
             return 400, {"error": str(exc), "request_id": rid}
+        except ValueError as exc:
+            # values the schema allows but the model cannot use (scikit-learn refuses 3.4e38 once cast to float32):
+            # the caller's input, said in the model's words, not a server fault
+            error = f"the model could not use this input: {type(exc).__name__}: {str(exc)[:300]}"
+            self._record(rid, started, 422, inputs, None, error)
+            return 422, {"error": error, "request_id": rid}
         except Exception as exc:
             self._record(rid, started, 500, None, None, f"{type(exc).__name__}: {exc}")
             raise
