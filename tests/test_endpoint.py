@@ -344,7 +344,8 @@ def test_shadow_copies_and_a_split_share(swapped: nbdeploy.Deployment, sample: p
     events = nbdeploy.audit("ep-swap")
     assert "split-change" in set(events["action"])
     listed = nbdeploy.deployments(all_versions=True)
-    assert listed[listed.version == cand.version].status.iloc[0] == "candidate"
+    mine = listed[(listed.name == "ep-swap") & (listed.version == cand.version)]  # other names have versions too
+    assert mine.status.iloc[0] == "candidate"
     cand.reject()
     assert (
         Registry().get("ep-swap", cand.version).status == STOPPED and nbdeploy.get_endpoint("ep-swap").candidate is None
