@@ -566,8 +566,22 @@ class Comparer:
             "mirror_sent": counters.get("mirror_sent"),
             "not_comparable": unreadable,
         }
+        return self._result(SHADOW, kind, summary, latency, drift, bucket, notes, frames)
+
+    def _result(
+        self,
+        mode: str,
+        kind: str,
+        summary: dict[str, Any],
+        latency: pd.DataFrame,
+        drift: Any,
+        bucket: Any,
+        notes: list[str],
+        frames: dict[str, pd.DataFrame],
+    ) -> Comparison:
+        """The Comparison of either mode, from its summary and frames."""
         return Comparison(
-            self.name, self.champion, self.challenger, SHADOW, kind, summary, latency=latency, drift=drift,
+            self.name, self.champion, self.challenger, mode, kind, summary, latency=latency, drift=drift,
             bucket_s=bucket, notes=notes, flips=frames["flips"], differences=frames["differences"],
             disagreements=frames["disagreements"], labelled=frames["labelled"],
             agreement_over_time=frames["agreement_over_time"],
@@ -659,12 +673,7 @@ class Comparer:
             "mirror_sent": None,
             "not_comparable": 0,
         }
-        return Comparison(
-            self.name, self.champion, self.challenger, SPLIT, kind, summary, latency=latency, drift=drift,
-            bucket_s=bucket, notes=notes, flips=frames["flips"], differences=frames["differences"],
-            disagreements=frames["disagreements"], labelled=frames["labelled"],
-            agreement_over_time=frames["agreement_over_time"],
-        )  # fmt: skip
+        return self._result(SPLIT, kind, summary, latency, drift, bucket, notes, frames)
 
     def _predictions(self, version: int, since: float) -> np.ndarray:
         """The version's latest logged predictions (one per row), for its prediction drift."""

@@ -33,6 +33,7 @@ from ..errors import UsageError
 from ..router.contract import ENDPOINT_FILE, read
 from .figures import agreement_figure
 from .html import _img
+from .html import _tile as html_tile
 from .style import GREEN, MUTED, ORANGE, RED, clock, fmt_ms, fmt_pct
 
 __all__ = ["ComparisonPanel", "StaticComparison", "comparison_html", "comparison_panel", "comparison_tiles"]
@@ -43,14 +44,7 @@ TILES = ("agreement", "labelled", "errors", "p95", "verdict")
 
 
 def _tile(label: str, value: str, sub: str = "", colour: str = "#1f2328") -> str:
-    return (
-        "<div style='border:1px solid #d0d7de;border-radius:6px;padding:6px 10px;background:#fff;"
-        "min-width:150px;line-height:1.25'>"
-        f"<div style='font-size:12px;color:{MUTED}'>{html.escape(label)}</div>"
-        f"<div style='font-size:20px;font-weight:600;color:{colour};font-variant-numeric:tabular-nums'>"
-        f"{html.escape(value)}</div>"
-        f"<div style='font-size:11px;color:{MUTED};min-height:14px'>{html.escape(sub)}</div></div>"
-    )
+    return html_tile(label, value, sub, colour, min_width=150, size=20)
 
 
 def comparison_tiles(c: Comparison, results: list[RuleResult]) -> dict[str, str]:

@@ -34,12 +34,13 @@ NO_FEEDBACK = (
 )
 
 
-def _tile(label: str, value: str, sub: str = "", colour: str = "#1f2328") -> str:
+def _tile(label: str, value: str, sub: str = "", colour: str = "#1f2328", min_width: int = 128, size: int = 22) -> str:
+    """One headline tile (the panel's and the comparison's, which is wider with a smaller figure)."""
     return (
         "<div style='border:1px solid #d0d7de;border-radius:6px;padding:6px 10px;background:#fff;"
-        "min-width:128px;line-height:1.25'>"
+        f"min-width:{min_width}px;line-height:1.25'>"
         f"<div style='font-size:12px;color:#59636e'>{html.escape(label)}</div>"
-        f"<div style='font-size:22px;font-weight:600;color:{colour};font-variant-numeric:tabular-nums'>"
+        f"<div style='font-size:{size}px;font-weight:600;color:{colour};font-variant-numeric:tabular-nums'>"
         f"{html.escape(value)}</div>"
         f"<div style='font-size:11px;color:#59636e;min-height:14px'>{html.escape(sub)}</div></div>"
     )
