@@ -23,11 +23,10 @@ import html
 import http.client
 import json
 import os
-import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -372,9 +371,9 @@ def _stable_port(registry: Registry, name: str) -> int:
     return int(row["port"])
 
 
-def swap_process(registry: Registry, old: Record, new: Record) -> None:
-    """The same version in a fresh process (a restart of the live version): switch to the new process, drain the
-    version, stop the old process alone (the new one runs the same bento, so no stop by command line)."""
+def swap_process(registry: Registry, old: Record, new: Record, stop_old: Callable[[Record], None]) -> None:
+    """The same version in a fresh instance (a restart of the live version): switch to the new one, drain the
+    version, then ``stop_old`` stops the old instance alone (``Target.stop_instance``)."""
     name = new.name
     with locked(name):
         ep = load(name) or Endpoint(name=name, port=_stable_port(registry, name))
@@ -382,49 +381,7 @@ def swap_process(registry: Registry, old: Record, new: Record) -> None:
         ep.versions = _versions(registry, name, ep)
         _commit(name, ep, registry)
         drain(name, [new.version], registry)
-        stop_process_tree(old.pid)
-
-
-def _descendants(pid: int) -> list[int]:
-    """``pid`` and every process below it (by parent pid), read from /proc."""
-    parents: dict[int, list[int]] = {}
-    for entry in os.scandir("/proc"):
-        if entry.name.isdigit():
-            try:
-                raw = Path(f"/proc/{entry.name}/stat").read_text()
-            except OSError:
-                continue
-            fields = raw[raw.rindex(")") + 2 :].split()
-            if fields[0] != "Z":
-                parents.setdefault(int(fields[1]), []).append(int(entry.name))
-    found, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        found.append(p)
-        todo.extend(parents.get(p, []))
-    return found
-
-
-def stop_process_tree(pid: int | None, grace_s: float = 10.0) -> None:
-    """SIGTERM a server, its process group and its children (workers in groups of their own), SIGKILL what is left."""
-    from .targets import _process
-
-    if not pid:
-        return
-    tree = set(_descendants(pid)) | set(_process.group_members(pid))
-    for sig, wait in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 5.0)):
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pid, sig)
-        for p in list(tree):
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(p, sig)
-        end = time.monotonic() + wait
-        while time.monotonic() < end:
-            _process._reap()
-            tree = {p for p in tree if (st := _process._stat(p)) is not None and st[0] != "Z"}
-            if not tree:
-                return
-            time.sleep(0.05)
+        stop_old(old)
 
 
 # -- candidates: shadow and split -------------------------------------------------------------------------------------

@@ -93,14 +93,16 @@ def stop_record(registry: Registry, rec: Record) -> Record:
 def restart(registry: Registry, rec: Record) -> Record:
     """Start ``rec`` again; a failed restart is recorded as failed and audited.
 
-    A crashed version comes back on its port (nothing to drain). The live version of a stable endpoint whose
-    process still runs is started afresh on a new port beside the old process, the router switched to it, the old
-    process drained and then stopped: a restart no caller notices.
+    A crashed version comes back on its port (nothing to drain). The live version of a stable endpoint that still
+    runs is started afresh beside itself (``Target.start_beside``: a new process, or a second container), the
+    router switched to it, the old instance drained and then stopped: a restart no caller notices.
     """
     target = get_target(rec.target)
-    live_local = rec.status == RUNNING and rec.target == "local" and endpoint.routed(rec.target)
-    if live_local and target.status(rec) in {"running", "degraded"}:
-        return _restart_beside(registry, rec, target)
+    live = rec.status == RUNNING and endpoint.routed(rec.target)
+    if live and target.status(rec) in {"running", "degraded"}:
+        started = _restart_beside(registry, rec, target)
+        if started is not None:
+            return started
     target.stop(rec)
     try:
         if endpoint.routed(rec.target):  # back on its own port; the stable port is the router's
@@ -115,18 +117,22 @@ def restart(registry: Registry, rec: Record) -> Record:
     return started
 
 
-def _restart_beside(registry: Registry, rec: Record, target: Target) -> Record:
-    """A fresh process of the live version on a new port, then the switch and the drain (``endpoint.swap_process``)."""
+def _restart_beside(registry: Registry, rec: Record, target: Target) -> Record | None:
+    """A fresh instance of the live version on a new port, then the switch and the drain
+    (``endpoint.swap_process``); None if the target cannot run two instances of a version."""
     if not rec.bento_path:
         raise NbdeployError(f"'{rec.name}' v{rec.version} has no bento to start from")
     endpoint.ensure_router(rec.name, registry=registry)
     try:
-        running = target.deploy(rec, rec.bento_path, None)
+        running = target.start_beside(rec, rec.bento_path)
     except BaseException as exc:
         registry.event("restart-failed", rec.name, rec.version, error=f"{type(exc).__name__}: {exc}"[:500])
-        raise  # the old process still serves
-    started = registry.update(rec.name, rec.version, url=running.url, port=running.port, pid=running.pid)
-    endpoint.swap_process(registry, rec, started)
+        raise  # the old instance still serves
+    if running is None:
+        return None
+    extra = {"state": {**rec.state, **running.info}} if running.info else {}
+    started = registry.update(rec.name, rec.version, url=running.url, port=running.port, pid=running.pid, **extra)
+    endpoint.swap_process(registry, rec, started, target.stop_instance)
     registry.event("restart", rec.name, rec.version, url=started.url, previous_url=rec.url, drained=True)
     return started
 

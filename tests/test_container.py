@@ -20,6 +20,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+from callers import Caller
 from conftest import CHURN_PIPELINE, ROOT, notebook
 
 import nbdeploy
@@ -197,31 +198,70 @@ def test_export_archive_loads_into_a_fresh_podman_and_runs(deployed, model_and_d
     assert podman("ps", "-a", "-q") == ""
 
 
-def test_redeploy_retires_v1_and_stop_removes_v2(deployed, model_and_data, engine, stop_after):
+def test_redeploy_rollback_and_restart_on_one_url_lose_no_request(deployed, model_and_data, engine, stop_after):
+    """A client calls the stable URL all along: redeploy (magic), rollback, restart beside (a second container of
+    the version, then the first drained and removed). Not one call fails, and each swap is seen by the client."""
     model, X = model_and_data
     from IPython.core.interactiveshell import InteractiveShell
 
-    shell = InteractiveShell.instance()
-    shell.run_line_magic("load_ext", "nbdeploy")
-    shell.user_ns.update(model=model, X_train=X[:500])
-    result = shell.run_cell("dep2 = %deploy model --name ctr-churn --sample X_train --target container --force")
-    assert result.error_in_exec is None, result.error_in_exec
-    dep2 = shell.user_ns["dep2"]
-    stop_after(dep2)
-    assert dep2.version == 2 and dep2.target == "container"
-    np.testing.assert_array_equal(dep2.predict(X[500:600]), model.predict(X[500:600]))
-    rec2 = dep2.info()["container"]
-    print(f"\ncached image build {rec2['build_s']} s, ready {rec2['ready_s']} s")
-    assert rec2["build_s"] < 30  # the dependency layers come from the build cache
+    url = deployed.endpoint_url
+    assert url and url != deployed.url
+    row = json.loads(X[:1].to_json(orient="records"))
+    caller = Caller(url, deployed.headers(), {"inputs": row})
+    caller.start()
+    seen: dict[str, tuple[int, int]] = {}
+    try:
+        caller.wait_for(10)
+        t = time.monotonic()
+        shell = InteractiveShell.instance()
+        shell.run_line_magic("load_ext", "nbdeploy")
+        shell.user_ns.update(model=model, X_train=X[:500])
+        result = shell.run_cell("dep2 = %deploy model --name ctr-churn --sample X_train --target container --force")
+        assert result.error_in_exec is None, result.error_in_exec
+        dep2 = shell.user_ns["dep2"]
+        stop_after(dep2)
+        assert dep2.version == 2 and dep2.target == "container" and dep2.endpoint_url == url
+        assert {r[2] for r in caller.after(time.monotonic())} == {"2"}
+        seen["redeploy"] = _tally(caller, t)
+        np.testing.assert_array_equal(dep2.predict(X[500:600]), model.predict(X[500:600]))
+        rec2 = dep2.info()["container"]
+        print(f"\ncached image build {rec2['build_s']} s, ready {rec2['ready_s']} s")
+        assert rec2["build_s"] < 30  # the dependency layers come from the build cache
+        # v1 was retired once v2 answered (drained first): its container is gone, its log kept.
+        assert engine.container_state("nbdeploy-ctr-churn-v1") is None
+        assert deployed.status() == "stopped"
+        assert "Starting production HTTP BentoServer" in deployed.logs()
 
-    # v1 was retired once v2 answered: its container is gone, its log kept.
-    assert engine.container_state("nbdeploy-ctr-churn-v1") is None
-    assert deployed.status() == "stopped"
-    assert "Starting production HTTP BentoServer" in deployed.logs()
+        t = time.monotonic()
+        back = nbdeploy.rollback("ctr-churn", 1)
+        assert back.endpoint_url == url and {r[2] for r in caller.after(time.monotonic())} == {"1"}
+        assert engine.container_state("nbdeploy-ctr-churn-v2") is None
+        seen["rollback"] = _tally(caller, t)
 
-    dep2.stop()
-    assert engine.container_state(rec2["container"]) is None
-    assert dep2.status() == "stopped" and "Starting production HTTP BentoServer" in dep2.logs()
+        t = time.monotonic()
+        first, first_url = back.info()["container"]["container"], back.url
+        again = back.restart()
+        second = again.info()["container"]["container"]
+        assert (first, second) == ("nbdeploy-ctr-churn-v1", "nbdeploy-ctr-churn-v1-b") and again.url != first_url
+        assert engine.container_state(first) is None and engine.container_state(second)[0] == "running"
+        assert {r[2] for r in caller.after(time.monotonic())} == {"1"}
+        seen["restart"] = _tally(caller, t)
+    finally:
+        caller.halt.set()
+        caller.join(10)
+    failed = [r for r in caller.results if r[1] != 200]
+    print(f"requests through {url}: {len(caller.results)} sent, {len(failed)} failed; per swap (sent, failed): {seen}")
+    assert not failed, failed[:5]
+    assert all(n > 0 for n, _ in seen.values())
+
+    again.stop()
+    assert engine.container_state(second) is None
+    assert again.status() == "stopped" and "Starting production HTTP BentoServer" in again.logs()
+
+
+def _tally(caller: Caller, since: float) -> tuple[int, int]:
+    answers = caller.since(since)
+    return len(answers), sum(r[1] != 200 for r in answers)
 
 
 # -- errors --------------------------------------------------------------------------------------------------------

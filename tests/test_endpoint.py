@@ -10,7 +10,6 @@ import json
 import os
 import signal
 import sqlite3
-import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -18,6 +17,7 @@ from typing import Any
 import httpx
 import pandas as pd
 import pytest
+from callers import Caller, until
 from conftest import SERVICES, notebook
 
 import nbdeploy
@@ -171,44 +171,6 @@ def score(df):
 """
 
 
-class Caller(threading.Thread):
-    """A client sending one-row requests through the stable URL every ~20 ms, recording each answer."""
-
-    def __init__(self, url: str, headers: dict[str, str]) -> None:
-        super().__init__(daemon=True)
-        self.url, self.headers = url, headers
-        self.results: list[tuple[float, int | None, str | None, str | None]] = []  # (sent, status, version, error)
-        self.halt = threading.Event()
-
-    def run(self) -> None:
-        with httpx.Client(trust_env=False, timeout=30) as client:
-            while not self.halt.is_set():
-                sent = time.monotonic()
-                try:
-                    r = client.post(f"{self.url}/predict", json={"inputs": [{"a": 2.0}]}, headers=self.headers)
-                    self.results.append((sent, r.status_code, r.headers.get(VERSION_HEADER), None))
-                except httpx.HTTPError as exc:
-                    self.results.append((sent, None, None, f"{type(exc).__name__}: {exc}"))
-                time.sleep(0.02)
-
-    def since(self, t: float) -> list[tuple[float, int | None, str | None, str | None]]:
-        return [r for r in list(self.results) if r[0] >= t]
-
-    def after(
-        self, t: float, n: int = 10, deadline_s: float = 20
-    ) -> list[tuple[float, int | None, str | None, str | None]]:
-        """The answers to requests sent after ``t``, once there are ``n`` of them."""
-        _until(lambda: len(self.since(t)) >= n, deadline_s, "answers")
-        return self.since(t)
-
-    def wait_for(self, n: int, deadline_s: float = 20) -> None:
-        end = time.monotonic() + deadline_s
-        start = len(self.results)
-        while len(self.results) < start + n:
-            assert time.monotonic() < end, "the caller stopped getting answers"
-            time.sleep(0.02)
-
-
 @pytest.fixture(scope="module")
 def sample() -> pd.DataFrame:
     return pd.DataFrame({"a": [1.0, 2.0, 3.0, 4.0]})
@@ -238,16 +200,6 @@ def _served(name: str, since: float) -> list[tuple[int, str]]:
     path = ep_mod.path(name).parent / STORE_FILE
     with sqlite3.connect(path) as con:
         return con.execute("SELECT version, role FROM served WHERE ts >= ?", (since,)).fetchall()
-
-
-def _until(check: Any, deadline_s: float = 20, what: str = "") -> Any:
-    end = time.monotonic() + deadline_s
-    while True:
-        value = check()
-        if value:
-            return value
-        assert time.monotonic() < end, f"timed out waiting for {what or check}"
-        time.sleep(0.05)
 
 
 @pytest.mark.slow
@@ -320,7 +272,7 @@ def test_shadow_copies_and_a_split_share(swapped: nbdeploy.Deployment, sample: p
                 "SELECT live_version, cand_version, cand_status FROM mirrored WHERE ts >= ?", (t0,)
             ).fetchall()
 
-    rows = _until(lambda: len(mirrored()) >= 20 and mirrored(), what="20 mirrored rows")
+    rows = until(lambda: len(mirrored()) >= 20 and mirrored(), what="20 mirrored rows")
     assert {(r[0], r[1], r[2]) for r in rows} == {(live.version, cand.version, 200)}
     assert "shadow-start" in set(nbdeploy.audit("ep-swap")["action"])
     with pytest.raises(PromotionRefused) as refused:  # it answers otherwise than live: the rules say no
@@ -336,7 +288,7 @@ def test_shadow_copies_and_a_split_share(swapped: nbdeploy.Deployment, sample: p
     with httpx.Client(trust_env=False, timeout=10) as client:
         seen = [client.post(f"{url}/predict", json={"inputs": [{"a": 1.0}]}, headers=headers) for _ in range(400)]
     assert all(r.status_code == 200 for r in seen)
-    served = _until(lambda: len(_served("ep-swap", t1)) >= 400 and _served("ep-swap", t1), what="served rows")
+    served = until(lambda: len(_served("ep-swap", t1)) >= 400 and _served("ep-swap", t1), what="served rows")
     share = sum(1 for v, role in served if v == cand.version and role == "candidate") / len(served)
     answered = sum(r.headers[VERSION_HEADER] == str(cand.version) for r in seen) / len(seen)
     print(f"\nsplit 10 %: served table {share:.3f}, answers {answered:.3f} from the candidate")
@@ -373,7 +325,7 @@ def test_promote_keeps_the_previous_warm_and_a_broken_one_rolls_back(
         assert ok.headers[VERSION_HEADER] == str(cand.version)
         for _ in range(15):  # an error burst: the new version fails on the flag
             client.post(f"{url}/predict", json={"inputs": [{"a": -999.0}]}, headers=headers)
-        back = _until(
+        back = until(
             lambda: (
                 (r := client.post(f"{url}/predict", json={"inputs": [{"a": 1.0}]}, headers=headers)).headers[
                     VERSION_HEADER
@@ -385,7 +337,7 @@ def test_promote_keeps_the_previous_warm_and_a_broken_one_rolls_back(
         )
     assert back.status_code == 200
     # the router records the rollback in endpoint.json just after; the SDK settles the registry when it reads it
-    _until(lambda: (e := nbdeploy.get_endpoint("ep-swap")).watch is None and e.live == live.version, what="settled")
+    until(lambda: (e := nbdeploy.get_endpoint("ep-swap")).watch is None and e.live == live.version, what="settled")
     assert nbdeploy.get("ep-swap").version == live.version  # the registry agrees with the router
     assert Registry().get("ep-swap", cand.version).status == STOPPED
     assert not is_alive(cand.record.pid, "bentoml")
@@ -417,7 +369,7 @@ def test_stopping_the_live_version_stops_the_router_and_the_candidate(
     dead = Registry().endpoint("ep-swap")
     assert dead and dead["pid"] != router["pid"]
     os.kill(dead["pid"], signal.SIGKILL)
-    _until(lambda: not is_alive(dead["pid"], str(ep_mod.path("ep-swap"))), what="the router to die")
+    until(lambda: not is_alive(dead["pid"], str(ep_mod.path("ep-swap"))), what="the router to die")
     again.restart()
     back = Registry().endpoint("ep-swap")
     assert back and back["pid"] != dead["pid"] and back["url"] == router["url"]

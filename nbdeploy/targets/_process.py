@@ -143,3 +143,43 @@ def tail(path: Path, lines: int) -> str:
     except OSError:
         return ""
     return "\n".join(text.splitlines()[-lines:])
+
+
+def descendants(pid: int) -> list[int]:
+    """``pid`` and every process below it (by parent pid), read from /proc."""
+    parents: dict[int, list[int]] = {}
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                raw = Path(f"/proc/{entry.name}/stat").read_text()
+            except OSError:
+                continue
+            fields = raw[raw.rindex(")") + 2 :].split()
+            if fields[0] != "Z":
+                parents.setdefault(int(fields[1]), []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        found.append(p)
+        todo.extend(parents.get(p, []))
+    return found
+
+
+def stop_tree(pid: int | None, grace_s: float = 10.0) -> None:
+    """SIGTERM a server, its process group and its children (workers in groups of their own), SIGKILL what is left."""
+    if not pid:
+        return
+    tree = set(descendants(pid)) | set(group_members(pid))
+    for sig, wait in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 5.0)):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, sig)
+        for p in list(tree):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(p, sig)
+        end = time.monotonic() + wait
+        while time.monotonic() < end:
+            _reap()
+            tree = {p for p in tree if (st := _stat(p)) is not None and st[0] != "Z"}
+            if not tree:
+                return
+            time.sleep(0.05)

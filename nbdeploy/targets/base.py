@@ -84,6 +84,16 @@ class Target(ABC):
     def stop(self, record: Record) -> None:
         """Stop the version and leave nothing of it running; idempotent."""
 
+    def start_beside(self, record: Record, bento_path: str) -> Running | None:
+        """A second instance of the running ``record`` on a port of its own, or None where a target cannot run
+        two (then a restart stops and starts in place). The router switches to it, drains the first, and
+        ``stop_instance`` stops the first: a restart the callers of the stable URL do not notice."""
+        return None
+
+    def stop_instance(self, record: Record) -> None:
+        """Stop the one instance ``record`` describes (its pid or container), not the others of its version."""
+        self.stop(record)
+
     def scale(self, record: Record, n: int) -> dict[str, Any]:
         """Run ``n`` replicas; return the record's new target info."""
         raise self.unsupported("scale", record)

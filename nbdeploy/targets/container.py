@@ -37,6 +37,12 @@ def container_name(record: Record) -> str:
     return f"nbdeploy-{record.name}-v{record.version}"
 
 
+def _other_name(record: Record) -> str:
+    """The name a restart beside the running container takes: the one it does not have."""
+    first = container_name(record)
+    return f"{first}-b" if (recorded(record).get("container") or first) == first else first
+
+
 def _dir(record: Record) -> Path:
     return config.deployment_dir(record.name, record.version)
 
@@ -57,13 +63,19 @@ class ContainerTarget(Target):
     # -- the Target contract -------------------------------------------------------------------------------------
 
     def deploy(self, record: Record, bento_path: str, port: int | None = None) -> Running:
+        return self._run(record, port, container_name(record))
+
+    def start_beside(self, record: Record, bento_path: str) -> Running:
+        """A second container of the version (the names alternate between ``…-vN`` and ``…-vN-b``)."""
+        return self._run(record, None, _other_name(record))
+
+    def _run(self, record: Record, port: int | None, name: str) -> Running:
         engine = self._images.engine_for(record)
         if port is None:
             port = _process.free_port()
         else:
             _process.check_port(port)
         info = {"engine": engine.name, **self._images.image(engine, record)}
-        name = container_name(record)
         self._clear_name(engine, name)
         labels = {"nbdeploy.name": record.name, "nbdeploy.version": str(record.version), "nbdeploy.home": _home()}
         cmd = ["run", "-d", "--name", name, "--init", "--restart", RESTART, "--pull", "never"]

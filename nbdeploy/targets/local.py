@@ -74,6 +74,13 @@ class LocalTarget(Target):
             )
         return Running(url=url, port=port, pid=pid)
 
+    def start_beside(self, record: Record, bento_path: str) -> Running:
+        return self.deploy(record, bento_path, None)
+
+    def stop_instance(self, record: Record) -> None:
+        """The other instance runs the same bento: stop this one's process tree by pid, not by command line."""
+        _process.stop_tree(record.pid)
+
     def _alive(self, record: Record) -> bool:
         return _process.is_alive(record.pid, record.bento_path or "bentoml")
 
