@@ -17,8 +17,10 @@ from packaging.requirements import InvalidRequirement, Requirement
 
 from ..errors import CaptureError
 
-#: What the runtime inside the bento imports, whatever the model needs.
-RUNTIME_DISTRIBUTIONS = ("numpy", "pandas", "cloudpickle")
+#: What the runtime inside the bento imports, whatever the model needs. uvicorn (under BentoML) serves with uvloop
+#: and httptools when they are installed, and with asyncio and h11 otherwise: about 10 % more requests a second
+#: and 10 % less one-row latency, measured here (bench/run.py), so every image gets them.
+RUNTIME_DISTRIBUTIONS = ("numpy", "pandas", "cloudpickle", "uvloop", "httptools")
 
 
 def _canon(name: str) -> str:
