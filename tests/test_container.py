@@ -104,10 +104,14 @@ def test_pipeline_with_notebook_step_predicts_like_the_session(deployed, model_a
 
 def test_image_is_built_on_the_local_base_without_compilers(deployed, engine):
     image = deployed.info()["container"]["image"]
-    script = "python -c 'import sys; print(sys.version_info[:2])'; for t in gcc cc make git; do command -v $t; done; :"
+    script = (
+        "python -c 'import sys; print(sys.version_info[:2])'; python -c 'import uvloop, httptools; print(\"fast\")';"
+        " for t in gcc cc make git; do command -v $t; done; :"
+    )
     probe = engine.run(["run", "--rm", "--pull", "never", "--entrypoint", "sh", image, "-c", script]).stdout
     assert probe.splitlines()[0] == str(sys.version_info[:2])  # the session's Python major.minor
-    assert probe.splitlines()[1:] == []  # no compiler, make or git: BentoML's default apt step was skipped
+    assert probe.splitlines()[1] == "fast"  # uvicorn serves with uvloop and httptools
+    assert probe.splitlines()[2:] == []  # no compiler, make or git: BentoML's default apt step was skipped
     size = int(engine.run(["image", "inspect", "--format", "{{.Size}}", image]).stdout)
     print(f"\nimage size {size / 1e6:.0f} MB")
     assert size < 1_000_000_000  # BentoML's default (python:slim + build-essential + git) is ~1.3 GB
