@@ -199,6 +199,14 @@ class Deployment:
 
         return open_panel(self, interval=interval, live=live)
 
+    def form(self, auto: bool = True) -> Any:
+        """The try-it form in the notebook (ipywidgets): one field per input column, with the sample's ranges and
+        values seen, "Sample row" and "Random row"; each prediction goes over HTTP to this version. ``auto``:
+        predict again whenever a value changes. The same form is the page at the service's ``/``."""
+        from .form import Form
+
+        return Form(self, auto=auto)
+
     def status(self) -> str:
         """``running``, ``degraded`` (process up, not answering /readyz: starting, or a model call stuck past the
         timeout until the worker is recycled), ``stopped`` or ``failed``."""

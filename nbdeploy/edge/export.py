@@ -1,4 +1,4 @@
-"""Write an edge bundle: model.onnx, schema.json, manifest.json (lineage, sha256s, parity), server.py.
+"""Write an edge bundle: model.onnx, schema.json, manifest.json (lineage, sha256s, parity), server.py, page.html.
 
 The bundle is checked before it is handed over: its own server code predicts the sample and must
 agree with the session (classes exactly; probabilities and regression values within a tolerance,
@@ -23,6 +23,7 @@ import numpy as np
 
 from ..capture.schema import as_frame, infer_schema
 from ..errors import EdgeExportError
+from ..runtime import page as try_page
 from .convert import TARGET_OPSET, to_onnx
 from .server import EdgeModel, InputError, IntegrityError, read_bundle, sha256_file
 
@@ -36,6 +37,8 @@ QUANTIZED_RTOL, QUANTIZED_ATOL = 5e-2, 5e-2
 QUANTIZED_AGREEMENT = 0.99
 PARITY_ROWS = 5000
 _SERVER = Path(__file__).resolve().parent / "server.py"
+#: The try-it page the edge server answers at ``/`` (the service's, rendered at export: the server imports no nbdeploy).
+PAGE_FILE = "page.html"
 
 
 @dataclass(frozen=True)
@@ -151,6 +154,14 @@ def _quantize(onx: Any, src: Path, dst: Path, where: str) -> None:
     quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8)
 
 
+def _summary(data: Any, schema: dict[str, Any]) -> dict[str, Any] | None:
+    """The page's ranges, values and rows; without them (a sample it cannot summarise) it works from the schema."""
+    try:
+        return try_page.summarize(data, schema)
+    except Exception:
+        return None
+
+
 def _write_manifest(root: Path, manifest: dict[str, Any]) -> str:
     """Write manifest.json with every other file's sha256; return its own (of the bytes written, not re-read)."""
     files = sorted(p.name for p in root.iterdir() if p.is_file() and p.name != "manifest.json")
@@ -184,12 +195,15 @@ def export_edge(
     atol: float | None = None,
     lineage: dict[str, Any] | None = None,
     schema: dict[str, Any] | None = None,
+    name: str | None = None,
+    version: int | None = None,
 ) -> EdgeBundle:
     """Convert ``obj`` to ONNX, write the bundle to ``path`` and check it predicts ``sample`` as the session does.
 
     Parity: classes must equal the session's; probabilities and regression values must be within
     ``atol + rtol * |value|`` (defaults ``ATOL``, ``RTOL``; looser with ``quantize=True``, which quantises
     weights to int8 dynamically). ``lineage`` and ``schema`` default to the session's and the sample's.
+    ``name`` and ``version`` are what the bundle's page at ``/`` calls it (default: the bundle folder's name).
     """
     import onnxruntime
 
@@ -216,18 +230,29 @@ def export_edge(
         (tmp / "schema.json").write_text(json.dumps(schema, indent=1))
         shutil.copy2(_SERVER, tmp / "server.py")
         (tmp / "requirements.txt").write_text(f"onnxruntime=={onnxruntime.__version__}\nnumpy\n")
+        lineage = lineage if lineage is not None else lineage_mod.record()
+        page_meta = {
+            "service_name": name or path.name,
+            "version": version,
+            "schema": schema,
+            "lineage": lineage,
+            "model": type(obj).__name__,
+            "sample_summary": _summary(data, schema),
+        }
+        (tmp / PAGE_FILE).write_text(try_page.render(try_page.config(page_meta, [], server="edge")), encoding="utf-8")
         manifest: dict[str, Any] = {
             "format": FORMAT,
             "model": "model.onnx",
             "estimator": f"{type(obj).__module__}.{type(obj).__qualname__}",
             "inputs": {"mode": mode, "names": [i.name for i in onx.graph.input]},
             "outputs": [o.name for o in onx.graph.output],
-            "lineage": lineage if lineage is not None else lineage_mod.record(),
+            "lineage": lineage,
             "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "runtime": {"onnxruntime": onnxruntime.__version__, "opset": TARGET_OPSET, "precision": "float32"},
             "quantized": bool(quantize),
             "labels": "bool" if np.asarray(getattr(obj, "classes_", [])).dtype == bool else "as-is",
             "size_bytes": {"model.onnx": model_path.stat().st_size, "model.onnx (float32)": float_size},
+            "page": {"file": PAGE_FILE, "headers": try_page.HEADERS},
         }
         _write_manifest(tmp, manifest)
         agreement = QUANTIZED_AGREEMENT if quantize else 1.0

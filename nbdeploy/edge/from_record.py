@@ -24,4 +24,7 @@ def export_record(record: Record, path: str | Path, quantize: bool = False) -> E
     schema = record.info.schema
     if schema and schema.get("kind") == "ndarray":
         data = data.to_numpy()
-    return export_edge(obj, path, data, quantize=quantize, lineage=record.info.lineage, schema=schema)
+    return export_edge(
+        obj, path, data, quantize=quantize, lineage=record.info.lineage, schema=schema,
+        name=record.name, version=record.version,
+    )  # fmt: skip

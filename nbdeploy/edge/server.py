@@ -6,7 +6,8 @@ the bundle (``-I``: files put beside server.py cannot shadow the modules it impo
 
 Contract (as the other nbdeploy targets): ``POST /predict`` with ``{"inputs": [{col: value}, ...]}``
 or ``{"inputs": {"columns": [...], "data": [[...]]}}`` answers ``{"predictions": [...]}``; bad input
-is a 400 naming the column; ``/livez`` and ``/readyz`` answer 200. When ``NBDEPLOY_AUTH`` is not
+is a 400 naming the column; ``/livez`` and ``/readyz`` answer 200; ``GET /`` is the try-it page the export wrote
+(``page.html``, checked against the manifest like every file). When ``NBDEPLOY_AUTH`` is not
 ``off``, ``/predict`` needs ``Authorization: Bearer KEY`` (or ``X-API-Key``) whose sha256 is listed
 in ``NBDEPLOY_KEYS_FILE`` (``{"sha256": [...]}``, re-read when it changes).
 
@@ -81,7 +82,8 @@ def sha256_file(path: Path) -> str:
 
 
 def read_bundle(root: Path, manifest_sha256: str | None) -> tuple[dict[str, Any], dict[str, bytes]]:
-    """The manifest, and the checked bytes of schema.json and the model (the bytes checked are the bytes used).
+    """The manifest, and the checked bytes of schema.json, the model and the page (the bytes checked are the bytes
+    used).
 
     ``manifest_sha256`` comes from outside the bundle and anchors the manifest; without it the files are only
     checked against the manifest beside them, which whoever swaps a file can rewrite too.
@@ -101,6 +103,7 @@ def read_bundle(root: Path, manifest_sha256: str | None) -> tuple[dict[str, Any]
             )
     manifest = json.loads(raw)
     files, model = manifest.get("files") or {}, manifest.get("model")
+    page = (manifest.get("page") or {}).get("file")
     for needed in ("schema.json", model):
         if needed not in files:
             raise IntegrityError(f"the manifest lists no sha256 for {shown(needed)}")
@@ -114,7 +117,7 @@ def read_bundle(root: Path, manifest_sha256: str | None) -> tuple[dict[str, Any]
             raise IntegrityError(f"{name} is listed in the manifest but cannot be read: {exc.strerror}") from None
         if hashlib.sha256(data).hexdigest() != digest:
             raise IntegrityError(f"{name} has been modified since export (sha256 differs from the manifest)")
-        if name in ("schema.json", model):
+        if name in ("schema.json", model, page):
             kept[name] = data
     return manifest, kept
 
@@ -279,6 +282,10 @@ class EdgeModel:
         self.types = {i.name: i.type for i in self.session.get_inputs()}
         self.outputs = [o.name for o in self.session.get_outputs()]
         self.mode = self.manifest["inputs"]["mode"]
+        page = self.manifest.get("page") or {}
+        #: The try-it page and its headers (a bundle exported before pages has none: ``/`` is a 404 there).
+        self.page: bytes | None = blobs.get(page.get("file"))
+        self.page_headers: dict[str, str] = {str(k): str(v) for k, v in (page.get("headers") or {}).items()}
 
     def feeds(self, inputs: Any) -> dict[str, np.ndarray]:
         if self.schema["kind"] == "ndarray":
@@ -414,14 +421,16 @@ def parse_head(raw: bytes) -> Request:
 
 
 def render(status: int, body: Any, headers: dict[str, str], close: bool) -> bytes:
+    """An answer: JSON, text (metrics), or bytes whose content type ``headers`` gives (the page)."""
     text = isinstance(body, str)
-    raw = (body if text else json.dumps(body)).encode()
+    raw = body if isinstance(body, bytes) else (body if text else json.dumps(body)).encode()
+    media = headers.get("content-type") or ("text/plain; version=0.0.4" if text else "application/json")
     lines = [
         f"HTTP/1.1 {status} {HTTPStatus(status).phrase}",
         "server: nbdeploy-edge",
-        f"content-type: {'text/plain; version=0.0.4' if text else 'application/json'}",
+        f"content-type: {media}",
         f"content-length: {len(raw)}",
-        *(f"{k}: {v}" for k, v in headers.items()),
+        *(f"{k}: {v}" for k, v in headers.items() if k != "content-type"),
         *(["connection: close"] if close else []),
     ]
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + raw
@@ -477,6 +486,8 @@ class App:
             return 200, {"status": "ok"}, {}
         if req.method == "GET" and req.path == "/metrics":
             return 200, self.metrics(), {}
+        if req.method == "GET" and req.path == "/" and self.model.page is not None:
+            return 200, self.model.page, {"content-type": "text/html; charset=utf-8", **self.model.page_headers}
         if req.path not in GUARDED:
             return 404, {"error": f"no route {shown(req.path)}"}, {}
         if req.method != "POST":

@@ -2,18 +2,20 @@
 
 BentoML's own page loads Google Tag Manager, and its ``/docs.json`` has neither the input columns nor a security
 scheme, so nothing on it can be called. Here ``/docs.json`` is an OpenAPI document with the columns (types,
-categories, an example), the bearer-key scheme and the routes this model has; ``/`` is a small page with no
-request to any other host. Both are open (``guard.OPEN``) and reveal nothing secret.
+categories, an example), the bearer-key scheme and the routes this model has; ``/`` is the try-it page
+(``page``): a form generated from the schema, with no request to any other host. Both are open (``guard.OPEN``)
+and reveal nothing secret: the page asks for the key and keeps it in the browser's memory.
 """
 
 from __future__ import annotations
 
-import html
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from . import page
 from .guard import ASGIApp, Receive, Scope, Send
 
 ARTIFACT_DIR = Path(__file__).resolve().parent.parent / "artifact"
@@ -113,27 +115,11 @@ def openapi(meta: dict[str, Any], methods: list[str], example: Any = None) -> di
     }
 
 
-def index_page(meta: dict[str, Any], methods: list[str]) -> str:
-    """A page with no script and no request to another host: what this service is and how to call it."""
-    name = html.escape(str(meta.get("service_name", "nbdeploy")))
-    schema = meta.get("schema", {})
-    if schema.get("kind") == "ndarray":
-        columns = f"<p>Input: rows of {int(schema.get('n_features', 0))} numbers.</p>"
-    else:
-        rows = "".join(
-            f"<tr><td><code>{html.escape(str(c['name']))}</code></td><td>{html.escape(str(c.get('kind')))}</td></tr>"
-            for c in schema.get("columns", [])
-        )
-        columns = f"<table><tr><th>column</th><th>kind</th></tr>{rows}</table>"
-    routes = "".join(f"<li><code>POST /{html.escape(m)}</code></li>" for m in ["predict", *methods])
-    return (
-        "<!doctype html><html><head><meta charset='utf-8'><title>"
-        f"{name}</title></head><body style='font-family:sans-serif;max-width:50em;margin:2em auto'>"
-        f"<h1>{name}</h1><p>Version {html.escape(str(meta.get('version', '?')))}: a model served by nbdeploy. "
-        "Every call needs the API key "
-        "(<code>authorization: Bearer KEY</code>); the owner prints it with <code>nbdeploy key NAME</code>.</p>"
-        f"<ul>{routes}<li><code>GET /docs.json</code> (OpenAPI)</li></ul>{columns}</body></html>"
-    )
+def index_page(meta: dict[str, Any], methods: list[str], auth: bool | None = None) -> str:
+    """The try-it page (``page``): a form from the schema, with no request to any other host."""
+    if auth is None:
+        auth = os.environ.get("NBDEPLOY_AUTH", "required") != "off"
+    return page.render(page.config(meta, methods, auth=auth))
 
 
 class Docs:
@@ -145,22 +131,25 @@ class Docs:
         self.methods = methods
         self._cache: dict[str, bytes] = {}
 
-    def _body(self, path: str) -> tuple[bytes, str]:
+    def _body(self, path: str) -> tuple[bytes, dict[str, str]]:
         if path not in self._cache:
             methods = [m for m in self.methods() if m != "predict"]
             if path == "/docs.json":
                 self._cache[path] = json.dumps(openapi(self.meta, methods, self.meta.get("example"))).encode()
             else:
                 self._cache[path] = index_page(self.meta, methods).encode()
-        return self._cache[path], ("application/json" if path == "/docs.json" else "text/html; charset=utf-8")
+        if path == "/docs.json":
+            return self._cache[path], {"content-type": "application/json"}
+        return self._cache[path], {"content-type": "text/html; charset=utf-8", **page.HEADERS}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "")
         if scope["type"] != "http" or scope.get("method") not in {"GET", "HEAD"} or path not in {"/", "/docs.json"}:
             await self.app(scope, receive, send)
             return
-        body, media = self._body(path)
-        headers = [(b"content-type", media.encode()), (b"content-length", str(len(body)).encode())]
+        body, extra = self._body(path)
+        headers = [(k.encode(), v.encode()) for k, v in extra.items()]
+        headers.append((b"content-length", str(len(body)).encode()))
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": b"" if scope.get("method") == "HEAD" else body})
 
