@@ -508,3 +508,22 @@ def test_a_stateless_estimator_of_the_users_is_not_called_unfitted():
     with pytest.raises(CaptureError, match="not fitted") as info:
         capture(ns["piped"], SAMPLE[["tenure"]])
     assert "TenureRule" in str(info.value) and "__sklearn_is_fitted__" in str(info.value)
+
+
+def test_the_package_scan_is_kept_on_disk_for_the_next_kernel(monkeypatch) -> None:
+    """A new kernel's first deploy reads the module → distribution map from NBDEPLOY_HOME instead of scanning."""
+    from importlib import metadata
+
+    from nbdeploy import config
+    from nbdeploy.capture import deps
+
+    monkeypatch.setattr(deps, "_owners_cache", None)
+    owners = deps.module_owners()
+    assert "sklearn" in owners and any((config.home() / "cache").glob("module-owners-*.json"))
+
+    def no_scan() -> None:
+        raise AssertionError("scanned again")
+
+    monkeypatch.setattr(deps, "_owners_cache", None)  # a new kernel: nothing in memory
+    monkeypatch.setattr(metadata, "packages_distributions", no_scan)
+    assert deps.module_owners() == owners

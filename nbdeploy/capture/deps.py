@@ -6,11 +6,14 @@ notebook ran with (BentoML's own locking would pick the newest compatible versio
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import os
 import re
 import sys
 from importlib import metadata
+from pathlib import Path
 
 from packaging.markers import default_environment
 from packaging.requirements import InvalidRequirement, Requirement
@@ -34,14 +37,45 @@ def module_owners() -> dict[str, list[str]]:
     """``importlib.metadata.packages_distributions()``, cached until an install changes sys.path's folders.
 
     The scan costs most of a second in a big environment; a folder's mtime changes when a
-    distribution is installed into or removed from it, so the cache cannot go stale unnoticed.
+    distribution is installed into or removed from it, so the cache cannot go stale unnoticed. It is kept on disk
+    too (under NBDEPLOY_HOME), so a new kernel's first deploy does not scan again.
     """
     global _owners_cache
     key = tuple((p, _mtime(p) if p.endswith(("site-packages", "dist-packages")) else 0) for p in sys.path)
     cached = _owners_cache
     if cached is None or cached[0] != key:
-        cached = _owners_cache = (key, dict(metadata.packages_distributions()))
+        owners = _stored_owners(key)
+        if owners is None:
+            owners = dict(metadata.packages_distributions())
+            _store_owners(key, owners)
+        cached = _owners_cache = (key, owners)
     return cached[1]
+
+
+def _owners_file(key: tuple[tuple[str, int], ...]) -> Path:
+    from .. import config
+
+    digest = hashlib.sha256(json.dumps([sys.prefix, *key]).encode()).hexdigest()[:24]
+    return config.home() / "cache" / f"module-owners-{digest}.json"
+
+
+def _stored_owners(key: tuple[tuple[str, int], ...]) -> dict[str, list[str]] | None:
+    try:
+        data = json.loads(_owners_file(key).read_text())
+    except (OSError, ValueError):
+        return None
+    owners = data.get("owners") if isinstance(data, dict) else None
+    return owners if isinstance(owners, dict) else None
+
+
+def _store_owners(key: tuple[tuple[str, int], ...], owners: dict[str, list[str]]) -> None:
+    """Written whole to a temporary file, then renamed: a reader never sees half of it. A cache: failures pass."""
+    with contextlib.suppress(OSError):
+        path = _owners_file(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({"owners": owners}))
+        tmp.replace(path)
 
 
 def _mtime(path: str) -> int:
