@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
+import tempfile
+from contextlib import nullcontext
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -10,12 +13,13 @@ import pandas as pd
 
 from . import config, endpoint, keys
 from .capture import capture
+from .capture.deps import pin_closure
 from .capture.schema import as_frame
 from .card import EXAMPLE_FILE, example_body
 from .deployment import Deployment
 from .errors import DeploymentNotFound, TargetError, UsageError
 from .lifecycle import start_record
-from .package import build_bento
+from .package import COMPILED_DIR, build_bento
 from .progress import Progress
 from .record import Info
 from .registry import CANDIDATE, FAILED, RUNNING, STANDBY, STOPPED, Record, Registry
@@ -97,6 +101,7 @@ def deploy(
     shadow: bool | float = False,
     split: float | None = None,
     sticky: str | None = None,
+    compile: bool = True,
 ) -> Deployment:
     """Capture ``obj``, package it as a bento and serve it on ``target``; return the handle.
 
@@ -122,6 +127,11 @@ def deploy(
     with a copy of its requests (the live one keeps answering everyone); ``split=PERCENT`` gives it that share of
     callers, ``sticky="key"`` or ``"header:X-User"`` keeps each caller on one version. Either way it is the
     name's *candidate* until ``promote``.
+
+    ``compile=True`` (the default) also compiles the model for serving (ONNX Runtime in double precision) and
+    serves that only if it answers exactly as the Python object on the sample and on generated rows (classes
+    identical, scores within the tolerance the card states); otherwise, or with ``compile=False``, the Python
+    object serves, and the card says why.
     """
     _check_name(name)
     _check_limits(limits)
@@ -134,6 +144,7 @@ def deploy(
         endpoint.check_live(Registry(), name)
     _check_port(name, target, port)
     progress = Progress(f"deploying '{name}' to {target}")
+    workdir = Path(tempfile.mkdtemp(prefix="nbdeploy-compile-"))
     try:
         with progress.stage("prepare target"):
             bento_options = tgt.prepare()  # fail before building what cannot run
@@ -147,6 +158,7 @@ def deploy(
         if auth:
             _ensure_key(reg, name)
         info = _info(artifact, auth, limits, redacted, example=_example(sample, redacted), obj=obj)
+        info.compiled = {"requested": bool(compile)}
         # options a target keeps in its own state are not compared: with any of them, a deploy is a new version
         plain = not target_options and all(v is None for v in named.values())
         same = None if force or not plain or role else _unchanged(reg, name, target, port, info)
@@ -157,12 +169,16 @@ def deploy(
             )
             reg.event("deploy-unchanged", name, same.version, target=target)
             return Deployment(same, reg, note=note)
+        compiling = compile and artifact.kind == "estimator"
+        with progress.stage("compile", "a faster path, kept only if it answers alike") if compiling else nullcontext():
+            info.compiled, compiled_dir, runtime_pins = _compile(obj, sample, artifact, compile, workdir)
         rec = reg.allocate(name, target, info)
         try:
             reference = Redactor(redacted, keys.redact_salt(name) if redacted else "")
             directory = config.deployment_dir(name, rec.version)
             _keep_reference(obj, artifact.kind, sample, directory, reference)
             (directory / EXAMPLE_FILE).write_text(example_body(rec))
+            bento_options = {**bento_options, "compiled_dir": compiled_dir, "extra_packages": runtime_pins}
             rec = _build_and_start(reg, rec, artifact, tgt, port, bento_options, progress, role)
         except BaseException as exc:
             reg.update(name, rec.version, status=FAILED, pid=None)
@@ -170,6 +186,7 @@ def deploy(
             raise
     finally:
         progress.close()
+        shutil.rmtree(workdir, ignore_errors=True)
     stable = {"endpoint": endpoint.url_of(name, reg)} if endpoint.routed(target) else {}
     roles = {"role": role} if role else {}
     reg.event(
@@ -198,11 +215,12 @@ def _unchanged(reg: Registry, name: str, target: str, port: int | None, info: In
     """The running version of ``name`` if it serves this very artifact with the same options, else None."""
     for rec in reg.running(name):
         old = rec.info
-        same_options = (old.auth, old.limits, old.redact, old.requirements) == (
+        same_options = (old.auth, old.limits, old.redact, old.requirements, _asked(old)) == (
             info.auth,
             info.limits,
             info.redact,
             info.requirements,
+            _asked(info),
         )
         if (
             rec.target == target
@@ -213,6 +231,30 @@ def _unchanged(reg: Registry, name: str, target: str, port: int | None, info: In
         ):
             return rec
     return None
+
+
+def _asked(info: Info) -> bool:
+    """Whether the deploy asked for the compiled path (versions recorded before it existed did not)."""
+    return bool((info.compiled or {}).get("requested", False))
+
+
+def _compile(
+    obj: Any, sample: Any, artifact: Any, requested: bool, workdir: Path
+) -> tuple[dict[str, Any], Path | None, list[str]]:
+    """The serving path's record, the compiled files' folder (None: the Python object serves) and the pins the
+    compiled runtime needs in the bento."""
+    if not requested:
+        return {"requested": False, "path": "python", "reason": "compile=False"}, None, []
+    if artifact.kind != "estimator":
+        reason = "a plain function is served as Python: only fitted estimators are compiled"
+        return {"requested": True, "path": "python", "reason": reason}, None, []
+    from .compile import compile_model
+
+    record = compile_model(obj, as_frame(sample)[:REFERENCE_ROWS], artifact.schema, artifact.kind, workdir)
+    record = {"requested": True, **record}
+    if record.get("path", "python") == "python":
+        return record, None, []
+    return record, workdir / COMPILED_DIR, pin_closure(set(record.get("distributions") or ["onnxruntime"]))
 
 
 def _build_and_start(
@@ -227,7 +269,14 @@ def _build_and_start(
 ) -> Record:
     """Build the version's bento and start it on the target; the timings of each stage go into its info."""
     with progress.stage("package", "a bento"):
-        meta = {"version": rec.version, "example": rec.info.example}
+        from .form import sample_summary  # ranges, values seen and rows for the try-it page (runtime/page.py)
+
+        meta = {
+            "version": rec.version,
+            "example": rec.info.example,
+            "model": rec.info.model,
+            "sample_summary": sample_summary(rec),
+        }
         bento = build_bento(artifact, rec.name, rec.version, config.bento_store(), extra_meta=meta, **bento_options)
     rec = reg.update(rec.name, rec.version, bento_tag=bento.tag, bento_path=str(bento.path))
     with progress.stage("start", "until /readyz answers"):

@@ -107,6 +107,34 @@ def _timings(rec: Record) -> str | None:
     return f"{sum(v for v in t.values() if isinstance(v, (int, float))):.1f} s ({parts})"
 
 
+def serving_line(compiled: dict[str, Any] | None) -> str | None:
+    """Which path answers and why, in words: the compiled model with its parity figures, or the Python object with
+    the reason it serves."""
+    if not compiled:
+        return None
+    if compiled.get("path", "python") == "python":
+        return f"the Python object ({compiled.get('reason') or 'not compiled'})"
+    parity = compiled.get("parity") or {}
+    speed = compiled.get("one_row_us") or {}
+    parts = [f"compiled: {compiled.get('backend') or compiled['path']}"]
+    if parity:
+        rows = parity.get("rows", 0)
+        classes = "classes identical, " if parity.get("classes_equal") else ""
+        parts.append(
+            f"parity on {rows:,} rows ({parity.get('sample_rows', 0):,} sample + {parity.get('generated_rows', 0):,}"
+            f" generated): {classes}max relative difference {parity.get('max_rel_diff', 0):.1e}"
+            f" (tolerance {parity.get('rtol', 0):.0e})"
+        )
+    if speed.get("python") and speed.get("compiled"):
+        parts.append(f"one row {speed['compiled'] / 1000:.2f} ms vs {speed['python'] / 1000:.2f} ms in Python")
+    return " · ".join(parts)
+
+
+def _try_it(url: str | None) -> str:
+    """A link to the service's own page (a form from the schema), where there is a URL to open."""
+    return f"<a href='{html.escape(url)}/' target='_blank'>try it in a browser</a> · " if url else ""
+
+
 def _routes(rec: Record) -> str:
     methods = [m for m in rec.info.methods or [] if m != "predict"]
     calls = ["<code>.predict(X)</code>", *(f"<code>.{html.escape(m)}(X)</code>" for m in methods)]
@@ -139,10 +167,12 @@ def render(
             f"<code>{html.escape(rec.info.sha256[:16])}</code> · <code>{html.escape(rec.bento_tag or '-')}</code>",
         ),
         ("Lineage", _lineage_row(rec)),
+        ("Serving", html.escape(serving_line(rec.info.compiled) or "the Python object")),
         (
             "Use it",
-            f'<code>dep = nbdeploy.get("{name}")</code> · <code>%monitor {name}</code> (live panel) · '
-            f"<code>nbdeploy status {name}</code>",
+            _try_it(endpoint_url or rec.url)
+            + f'<code>dep = nbdeploy.get("{name}")</code> · <code>%monitor {name}</code> (live panel) · '
+            + f"<code>nbdeploy status {name}</code>",
         ),
     ]
     if endpoint_url:

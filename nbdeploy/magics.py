@@ -117,6 +117,7 @@ class DeployMagics(Magics):
         "--split", type=float, default=None, metavar="PCT", help="start as a candidate answering PCT percent of callers"
     )
     @argument("--sticky", default=None, help="keep each caller on one version: 'key' or 'header:NAME'")
+    @argument("--no-compile", action="store_true", help="serve the Python object, without trying the compiled path")
     @line_magic
     def deploy(self, line: str) -> Any:
         """Deploy a model from this notebook: ``dep = %deploy model --name churn --sample X_train``
@@ -131,6 +132,8 @@ class DeployMagics(Magics):
         roles: dict[str, Any] = {"split": args.split, "sticky": args.sticky}
         if args.shadow is not None:
             roles["shadow"] = args.shadow
+        if args.no_compile:
+            roles["compile"] = False
         try:
             options = {"engine": args.engine, "base_image": args.base_image, "registry": args.registry}
             options.update(replicas=args.replicas, context=args.context, namespace=args.namespace)

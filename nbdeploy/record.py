@@ -32,6 +32,9 @@ class Info:
     methods: list[str] | None = None
     classes: list[Any] | None = None
     model: str = ""  # what the card calls it: "RandomForestClassifier", "Pipeline(StandardScaler → SVC)"
+    # The serving path (``nbdeploy.compile``): {"requested", "path": "onnx"|"python", "reason", "parity", ...}.
+    # None: recorded before there was one (the Python object serves).
+    compiled: dict[str, Any] | None = None
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Info:

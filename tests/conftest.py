@@ -24,6 +24,14 @@ from nbdeploy.targets._process import cmdline, members
 ROOT = Path(__file__).resolve().parent.parent
 
 
+#: Debian's Chromium, for the real-browser tests (Playwright's own download does not work here: PLATFORM.md).
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+    "--disable-sync", "--no-first-run", "--no-proxy-server", "--disable-dev-shm-usage",
+]  # fmt: skip
+
+
 def _stop_everything() -> None:
     import nbdeploy
 
@@ -36,6 +44,9 @@ def _stop_everything() -> None:
 def nbdeploy_home(tmp_path_factory: pytest.TempPathFactory):
     home = tmp_path_factory.mktemp("nbdeploy-home")
     os.environ["NBDEPLOY_HOME"] = str(home)
+    # one worker per service (the default is one per core): the suite runs dozens of services on 2 cores, and
+    # starting each twice over would only cost time; tests/test_workers.py serves with two
+    os.environ.setdefault("NBDEPLOY_WORKERS", "1")
     yield home
     _stop_everything()
     left = [(pid, cmdline(pid)) for pid in members(0, str(home))]

@@ -146,6 +146,23 @@ def test_status_logs_and_deployments_show_both_targets(deployed, churn_data, sto
     assert list(rows["target"]) == ["container", "local"] and set(rows["status"]) == {"running"}
 
 
+def test_a_forest_serves_compiled_in_its_container_with_workers_per_core(engine, churn_data, stop_after):
+    """The image carries onnxruntime (pinned as at deploy); the container rechecks parity at load and serves the
+    compiled forest; it runs one worker per core it may use (two here, unless the suite's NBDEPLOY_WORKERS says)."""
+    from sklearn.ensemble import RandomForestClassifier
+
+    X, y = churn_data
+    num = X[["tenure", "monthly", "support_calls"]]
+    model = RandomForestClassifier(n_estimators=20, random_state=0).fit(num[:400], y[:400])
+    dep = nbdeploy.deploy(model, name="ctr-compiled", sample=num[:400], target="container", limits={"workers": 2})
+    stop_after(dep)
+    assert dep.info()["compiled"]["path"] == "onnx"
+    np.testing.assert_array_equal(dep.predict_proba(num[400:]), model.predict_proba(num[400:]))
+    said = [line for line in dep.logs(400).splitlines() if line.startswith("nbdeploy: serving")]
+    assert len(said) == 2 and all("serving the compiled model" in line for line in said), said  # one per worker
+    dep.stop()
+
+
 @pytest.fixture
 def other_podman(engine):
     """Another machine's podman: empty storage of its own (short paths: podman caps the runroot at 50 chars)."""

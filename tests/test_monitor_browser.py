@@ -23,6 +23,7 @@ from pathlib import Path
 import httpx
 import nbformat
 import pytest
+from conftest import CHROMIUM, CHROMIUM_ARGS
 
 import nbdeploy
 
@@ -30,11 +31,6 @@ pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-    "--disable-sync", "--no-first-run", "--no-proxy-server", "--disable-dev-shm-usage",
-]  # fmt: skip
 NAME = "browser-panel"
 KERNEL = "nbdeploy-test-venv"
 

@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import ROOT
+from conftest import CHROMIUM, CHROMIUM_ARGS, ROOT
 
 import nbdeploy
 from nbdeploy.registry import Registry
@@ -32,11 +32,6 @@ from nbdeploy.targets import _process
 
 pytestmark = pytest.mark.slow
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-    "--disable-sync", "--no-first-run", "--no-proxy-server", "--disable-dev-shm-usage",
-]  # fmt: skip
 NAME = "try-page"
 SCREENSHOT = ROOT / "docs" / "img" / "try-it-page.png"
 NUMERIC = ["tenure", "monthly", "support_calls"]

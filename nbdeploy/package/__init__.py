@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -14,8 +15,10 @@ from typing import Any
 
 from ..capture import ModelArtifact
 from ..errors import PackagingError
+from ..runtime.compiled import COMPILED_DIR
 
 RUNTIME_PACKAGE = "nbdeploy_runtime"
+
 SERVICE = f"{RUNTIME_PACKAGE}.service:NbdeployService"
 _RUNTIME_SRC = Path(__file__).resolve().parent.parent / "runtime"
 _build_lock = threading.Lock()
@@ -45,10 +48,13 @@ def _write_context(
     service_name: str,
     image: dict[str, str] | None = None,
     extra_meta: dict[str, Any] | None = None,
+    compiled_dir: Path | None = None,
 ) -> None:
     art = ctx / "artifact"
     art.mkdir()
     (art / "model.pkl").write_bytes(artifact.payload)
+    if compiled_dir is not None:
+        shutil.copytree(compiled_dir, art / COMPILED_DIR)
     meta = {**artifact.meta(service_name), **(extra_meta or {}), **({"image": image} if image else {})}
     (art / "meta.json").write_text(json.dumps(meta, indent=1))
     if artifact.wheels:
@@ -56,6 +62,10 @@ def _write_context(
         for wheel in artifact.wheels:
             shutil.copy2(wheel, ctx / "wheels")
     shutil.copytree(_RUNTIME_SRC, ctx / RUNTIME_PACKAGE, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+
+
+def _pin_name(requirement: str) -> str:
+    return re.split(r"[=<>!~ @\[;]", requirement, maxsplit=1)[0].strip().lower().replace("_", "-")
 
 
 def _forget_runtime_modules() -> None:
@@ -72,6 +82,8 @@ def build_bento(
     store_dir: Path,
     image: dict[str, str] | None = None,
     extra_meta: dict[str, Any] | None = None,
+    compiled_dir: Path | None = None,
+    extra_packages: list[str] | None = None,
 ) -> BentoRef:
     """Build the bento into ``store_dir`` (a BentoML store of nbdeploy's own) and return its tag and path.
 
@@ -79,6 +91,9 @@ def build_bento(
 
     ``image``: ``bentoml.images.Image`` arguments for the container image (the service declares them; BentoML's
     docker options cannot select ``distro="custom"``, which skips its apt step).
+
+    ``compiled_dir``: the compiled model (``nbdeploy.compile``), copied beside the pickle; ``extra_packages``: the
+    pins its runtime needs (onnxruntime), added to the captured ones.
     """
     os.environ.update(bento_env())
     import bentoml
@@ -93,12 +108,14 @@ def build_bento(
         "nbdeploy.requirements-sha256": artifact.lineage["requirements_sha256"],
         **{f"nbdeploy.{k}": str(v) for k, v in artifact.lineage.items() if k in _LINEAGE_LABELS and v is not None},
     }
-    python: dict[str, object] = {"packages": artifact.requirements, "lock_packages": False}
+    packages = {_pin_name(p): p for p in artifact.requirements}
+    packages.update({_pin_name(p): p for p in extra_packages or [] if _pin_name(p) not in packages})
+    python: dict[str, object] = {"packages": list(packages.values()), "lock_packages": False}
     if artifact.wheels:
         python["wheels"] = [f"wheels/{Path(w).name}" for w in artifact.wheels]
     with _build_lock, tempfile.TemporaryDirectory(prefix="nbdeploy-build-") as tmp:
         ctx = Path(tmp)
-        _write_context(ctx, artifact, name, image, extra_meta)
+        _write_context(ctx, artifact, name, image, extra_meta, compiled_dir)
         _forget_runtime_modules()
         try:
             bento = bentoml.bentos.build(

@@ -7,6 +7,7 @@ request, which then skewed accuracy and grew the log without bound.
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
@@ -23,10 +24,19 @@ class Answered:
     """Ids of answered requests and their row counts: the latest few in memory (the log commits them a moment
     later), the rest from the request log. A small memory, so serving many requests does not grow the worker."""
 
-    def __init__(self, log_path: Path | None, kept: int = 4096, flush: Callable[[], object] = lambda: None) -> None:
+    def __init__(
+        self,
+        log_path: Path | None,
+        kept: int = 4096,
+        flush: Callable[[], object] = lambda: None,
+        others_s: float = 0.0,
+    ) -> None:
         self.log_path = log_path
         self.kept = kept
         self.flush = flush
+        #: With several workers, another one may have answered the request and not yet committed it: how long to
+        #: look for it in the log (its recorder commits within a fraction of a second).
+        self.others_s = others_s
         self._recent: OrderedDict[str, int] = OrderedDict()
 
     def remember(self, request_id: str, rows: int) -> None:
@@ -42,6 +52,10 @@ class Answered:
         if found is None and self.log_path is not None:
             self.flush()  # answered a moment ago, still in the recorder's queue
             found = self._logged(request_id)
+            end = time.monotonic() + self.others_s
+            while found is None and time.monotonic() < end:  # or in another worker's
+                time.sleep(0.05)
+                found = self._logged(request_id)
         return found
 
     def _logged(self, request_id: str) -> int | None:

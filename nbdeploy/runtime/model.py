@@ -15,6 +15,7 @@ import cloudpickle
 import numpy as np
 import pandas as pd
 
+from .compiled import CompiledError, load_compiled, recheck
 from .schema import to_model_input
 
 ARTIFACT = "model.pkl"
@@ -22,6 +23,10 @@ META = "meta.json"
 #: The sha256 the service trusts. It comes from the registry record, through the target's environment: never
 #: from the artifact's own folder, where whoever swaps the pickle can rewrite ``meta.json`` too.
 EXPECTED_SHA256 = "NBDEPLOY_ARTIFACT_SHA256"
+#: The sha256 of the compiled model's manifest (which holds every compiled file's), from the registry as well.
+COMPILED_SHA256 = "NBDEPLOY_COMPILED_SHA256"
+#: Frames up to this many rows take the compiled path even where Python was measured faster on 1,000 rows.
+SMALL_FRAME_ROWS = 100
 #: Methods served beside ``predict`` when the model has them (scikit-learn's names), each at ``POST /<method>``.
 SCORE_METHODS = ("predict_proba", "decision_function")
 #: What each method's answer is called in the JSON body (the service writes it, the SDK's client reads it).
@@ -36,10 +41,14 @@ def read_meta(artifact_dir: Path) -> dict[str, Any]:
     return json.loads((artifact_dir / META).read_text())
 
 
-def _refuse(message: str) -> IntegrityError:
-    # stderr, not logging: the server's logging setup is not ours, and this line must be seen.
-    sys.stderr.write(f"nbdeploy: REFUSING TO START: {message}\n")
+def _say(line: str) -> None:
+    # stderr, not logging: the server's logging setup is not ours, and these lines must be seen.
+    sys.stderr.write(f"nbdeploy: {line}\n")
     sys.stderr.flush()
+
+
+def _refuse(message: str) -> IntegrityError:
+    _say(f"REFUSING TO START: {message}")
     return IntegrityError(message)
 
 
@@ -106,6 +115,15 @@ def classes_of(obj: Any) -> list[Any] | None:
     return to_jsonable(arr)
 
 
+def _by_size(
+    compiled: Callable[[Any], Any], python: Callable[[Any], Any], large: str, up_to: int
+) -> Callable[[Any], Any]:
+    """The compiled method, or, where Python was measured faster on large frames, Python beyond ``up_to`` rows."""
+    if large != "python":
+        return compiled
+    return lambda frame: compiled(frame) if len(frame) <= up_to else python(frame)
+
+
 class Predictor:
     """The captured object plus its schema: validated inputs in, JSON-ready predictions out."""
 
@@ -121,6 +139,32 @@ class Predictor:
         self.model_type = type(obj).__name__
         self._fns: dict[str, Callable[[Any], Any]] = {"predict": self._fn}
         self._fns.update({m: getattr(obj, m) for m in self.methods[1:]})
+        #: Which path answers: {"path": "onnx", "recheck": {...}} or {"path": "python", "reason": ...}
+        self.serving = self._use_compiled(artifact_dir)
+
+    def _use_compiled(self, artifact_dir: Path) -> dict[str, Any]:
+        """Serve the compiled model's methods only if it still answers as the Python model does on the rows stored
+        at deploy (as the artifact's sha256 is checked before unpickling); otherwise serve Python and say why."""
+        try:
+            compiled = load_compiled(artifact_dir, os.environ.get(COMPILED_SHA256) or None)
+            if compiled is None:
+                return {"path": "python", "reason": "no compiled model in this bento"}
+            check = recheck(compiled, self._fns, compiled.sample(self.schema))
+        except (CompiledError, OSError, ValueError, KeyError) as exc:
+            _say(f"serving the Python model: the compiled model cannot be used: {exc}")
+            return {"path": "python", "reason": str(exc)}
+        if not check["ok"]:
+            _say(f"serving the Python model: the compiled model does not answer alike at load: {check['reason']}")
+            return {"path": "python", "reason": check["reason"], "recheck": check}
+        for method in compiled.methods:
+            up_to = max(int(compiled.manifest.get("compiled_faster_up_to_rows") or 0), SMALL_FRAME_ROWS)
+            self._fns[method] = _by_size(compiled.fns[method], self._fns[method], compiled.large_frame, up_to)
+        self._fn = self._fns["predict"]
+        _say(
+            f"serving the compiled model ({compiled.manifest.get('backend') or compiled.path}): "
+            f"{check['rows']} rows rechecked, max relative difference {check['max_rel_diff']:.1e}"
+        )
+        return {"path": compiled.path, "recheck": check, "large_frame": compiled.large_frame, "up_to_rows": up_to}
 
     @property
     def width(self) -> int:

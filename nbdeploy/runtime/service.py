@@ -24,6 +24,7 @@ from .recorder import Recorder
 from .redact import Redactor
 from .schema import InputError, arrays_to_model_input, count_rows, input_warning, names_warning
 from .watchdog import Watchdog
+from .workers import workers
 
 ARTIFACT_DIR = Path(__file__).resolve().parent.parent / "artifact"
 META = read_meta(ARTIFACT_DIR)
@@ -46,6 +47,7 @@ BATCH_ROWS = int(os.environ.get("NBDEPLOY_BATCH_ROWS", "2048"))
 # Off by default: BentoML's access log writes a line per request (a tenth of a one-row request's CPU here);
 # the request log (dep.requests()) has every request already.
 ACCESS_LOG = os.environ.get("NBDEPLOY_ACCESS_LOG", "") == "1"
+WORKERS = workers()
 # Request ids: a random prefix per worker process plus a counter (uuid4 costs a getrandom call per request).
 _ID_PREFIX = os.urandom(4).hex()  # with the counter: 16 hex digits, as before
 _IDS = itertools.count()
@@ -108,7 +110,7 @@ _FRAME_APP = Starlette(
 @bentoml.asgi_app(_FRAME_APP, path=frames.MOUNT)
 @bentoml.service(
     name=META["service_name"],
-    workers=1,
+    workers=WORKERS,
     traffic={"timeout": TIMEOUT_S},
     image=IMAGE,
     logging={"access": {"enabled": ACCESS_LOG}},
@@ -125,7 +127,9 @@ class NbdeployService:
         self.batchers = {m: Batcher(self.predictor.runner(m), max_rows=rows) for m in self.predictor.methods}
         self.batcher = self.batchers["predict"]
         self.recorder = Recorder(DATA_DIR, SAMPLE_RATE, RETENTION_S, redactor=Redactor.from_environment())
-        self.answered = feedback.Answered(self.recorder.path, ANSWERED_KEPT, lambda: self.recorder.flush(2.0))
+        self.answered = feedback.Answered(
+            self.recorder.path, ANSWERED_KEPT, lambda: self.recorder.flush(2.0), others_s=2.0 if WORKERS > 1 else 0.0
+        )
         self.frame_limits = frames.Limits(MAX_ROWS, self.predictor.width, MAX_BODY_BYTES)
         self.watchdog = Watchdog(self._busy_since, TIMEOUT_S, RECYCLE_AFTER_S, lambda: self.recorder.flush(1.0)).start()
         self._dropped_reported = 0

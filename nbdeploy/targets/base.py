@@ -171,6 +171,7 @@ LIMITS = {
     "max_queue": "NBDEPLOY_MAX_QUEUE",
     "record_sample_rate": "NBDEPLOY_RECORD_SAMPLE_RATE",
     "record_retention_days": "NBDEPLOY_RECORD_RETENTION_DAYS",
+    "workers": "NBDEPLOY_WORKERS",  # processes serving the version (default: one per usable core, up to 8)
 }
 
 
@@ -187,11 +188,17 @@ def service_env(record: Record, root: str) -> dict[str, str]:
         # the hash the service checks the artifact against, from the registry, not from the bento it checks
         "NBDEPLOY_ARTIFACT_SHA256": record.info.sha256,
     }
+    compiled = record.info.compiled or {}
+    if compiled.get("manifest_sha256"):  # the compiled model's anchor, from the registry as the artifact's is
+        env["NBDEPLOY_COMPILED_SHA256"] = compiled["manifest_sha256"]
     if record.info.redact:  # columns kept out of the request log; the salt stays in a file beside the keys
         env["NBDEPLOY_REDACT"] = json.dumps(record.info.redact)
         env["NBDEPLOY_REDACT_SALT_FILE"] = f"{root}/redact.salt"
     for name, value in record.info.limits.items():
         env[LIMITS[name]] = str(value)
-    if os.environ.get("NBDEPLOY_ACCESS_LOG"):  # BentoML's line per request, off by default (it costs throughput)
-        env["NBDEPLOY_ACCESS_LOG"] = os.environ["NBDEPLOY_ACCESS_LOG"]
+    # the session's own settings reach every target (BentoML's access log line is off by default: it costs
+    # throughput); a deploy's limits win
+    for passed in ("NBDEPLOY_ACCESS_LOG", "NBDEPLOY_WORKERS"):
+        if os.environ.get(passed):
+            env.setdefault(passed, os.environ[passed])
     return env

@@ -55,6 +55,9 @@ class LocalTarget(Target):
             # one BentoML home per version: `bentoml serve` empties its home's Prometheus folder at start, and two
             # services sharing one would read (and wipe) each other's request counts
             "BENTOML_HOME": str(config.deployment_dir(record.name, record.version) / "bentoml"),
+            # one worker beside the notebook's kernel, which needs the same cores (and each worker holds a copy of
+            # the model); limits={"workers": N} or NBDEPLOY_WORKERS asks for more. Containers take one per core.
+            "NBDEPLOY_WORKERS": "1",
             **service_env(record, str(log.parent.parent)),
         }
         offset = log.stat().st_size if log.exists() else 0

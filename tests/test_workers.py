@@ -1,0 +1,67 @@
+"""A service with two worker processes (the default is one per usable core; the rest of the suite runs one).
+
+Both workers answer, each request is logged once, and feedback sent at once for requests either worker answered is
+accepted in one call (the worker that takes it finds the other's answers in the shared request log).
+"""
+
+from __future__ import annotations
+
+import threading
+
+import httpx
+import numpy as np
+import pandas as pd
+import pytest
+from callers import until
+from sklearn.linear_model import LogisticRegression
+
+import nbdeploy
+from nbdeploy.runtime.workers import usable_cores, workers
+
+pytestmark = pytest.mark.slow
+
+
+def test_usable_cores_is_at_least_one_and_at_most_the_affinity() -> None:
+    import os
+
+    assert 1 <= usable_cores() <= len(os.sched_getaffinity(0))
+    assert workers("auto") == min(usable_cores(), 8) and workers("3") == 3 and workers("0") == 1
+
+
+def test_two_workers_answer_log_once_and_take_feedback_for_each_other(stop_after) -> None:
+    rng = np.random.default_rng(3)
+    X = pd.DataFrame(rng.normal(size=(400, 3)), columns=["a", "b", "c"])
+    y = (X.a + X.b > 0).astype(int)
+    model = LogisticRegression().fit(X, y)
+    dep = nbdeploy.deploy(model, name="two-workers", sample=X, limits={"workers": 2}, compile=False)
+    stop_after(dep)
+    headers = dep.headers()
+    rows = X[:1].to_dict(orient="records")
+    ids: list[str] = []
+    lock = threading.Lock()
+
+    def client() -> None:
+        with httpx.Client(trust_env=False, timeout=30) as http:
+            for _ in range(40):
+                r = http.post(f"{dep.url}/predict", json={"inputs": rows}, headers=headers)
+                assert r.status_code == 200, r.text
+                with lock:
+                    ids.append(r.json()["request_id"])
+
+    threads = [threading.Thread(target=client) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert len(ids) == 320
+    prefixes = {rid[:8] for rid in ids}  # a random prefix per worker process
+    assert len(prefixes) == 2, prefixes
+    # labels at once, in one call, for answers of both workers: none refused as unknown
+    accepted = dep.feedback(ids, [[1]] * len(ids))
+    assert accepted == len(ids)
+
+    def logged() -> list[str] | None:
+        got = list(dep.requests()["request_id"])
+        return got if len(got) >= len(ids) else None
+
+    assert sorted(until(logged, 20, "the request log")) == sorted(ids)  # each request once
