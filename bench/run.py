@@ -28,6 +28,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench import batch as batch_bench  # noqa: E402
 from bench import deploy_time, loadgen, peers  # noqa: E402
 
 
@@ -418,6 +419,7 @@ def main(argv: list[str] | None = None) -> int:
     rounds, imports = deploy_time.run_rounds(1 if args.quick else 3)
     text = report(results, batch, deploy, args, ctr, families) + "\n" + deploy_time.report(rounds, imports) + "\n"
     text += "\n" + cli_report(cli, rows=1)
+    text += "\n" + batch_bench.section(200_000 if args.quick else 1_000_000)  # bench/batch.py
     text += "\n" + capture_cost.section()  # capture cost against model size (bench/capture_cost.py)
     print("\n" + text)
     Path(args.out).write_text(text)

@@ -42,6 +42,7 @@ if _typing.TYPE_CHECKING:  # for type checkers and the API reference; at run tim
         rollback,
         verify,
     )
+    from .batch import BatchResult, score
     from .comparison import Comparison, PromotionRules, compare
     from .deployment import Deployment
     from .monitor.drift import DriftThresholds
@@ -50,6 +51,7 @@ if _typing.TYPE_CHECKING:  # for type checkers and the API reference; at run tim
 __version__ = "0.1.0"
 
 __all__ = [
+    "BatchResult",
     "CaptureError",
     "Comparison",
     "Deployment",
@@ -86,6 +88,7 @@ __all__ = [
     "promote",
     "register_target",
     "rollback",
+    "score",
     "verify",
 ]
 
@@ -107,6 +110,7 @@ _LAZY: dict[str, str] = {
         "._api",
     ),
     "Deployment": ".deployment",
+    **dict.fromkeys(["BatchResult", "score"], ".batch"),  # SQLAlchemy and pyarrow: only when asked for
     **dict.fromkeys(["Comparison", "PromotionRules", "compare"], ".comparison"),  # scipy: only when asked for
     "DriftThresholds": ".monitor",  # scipy: only when asked for
     **dict.fromkeys(["Target", "available_targets", "register_target"], ".targets"),
@@ -135,7 +139,7 @@ def _install_error_display() -> None:
 
 
 def load_ipython_extension(ipython) -> None:  # type: ignore[no-untyped-def]
-    """``%load_ext nbdeploy``: registers %deploy, %deployments, %undeploy, %promote, %monitor (imported lazily)."""
+    """``%load_ext nbdeploy``: registers %deploy, %deployments, %undeploy, %promote, %monitor, %score (lazily)."""
     from .magics import register
 
     register(ipython)

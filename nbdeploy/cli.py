@@ -287,6 +287,55 @@ def _add_base_image(sub: argparse._SubParsersAction) -> None:  # type: ignore[ty
     b.set_defaults(func=_base_image_build)
 
 
+def _score(args: argparse.Namespace) -> int:
+    from .batch import score
+
+    if args.source is None and args.sql is None and args.table is None:
+        sys.stderr.write("error: name a SOURCE file, or --sql/--table with --con\n")
+        return 2
+    result = score(
+        args.name, args.source, into=args.into, key=args.key, sql=args.sql, table=args.table, con=args.con,
+        into_table=args.into_table, into_con=args.into_con, quarantine=args.quarantine, method=args.method,
+        chunk_rows=args.chunk_rows, in_flight=args.in_flight, overwrite=args.overwrite, version=args.version,
+        monitor=not args.no_monitor,
+    )  # fmt: skip
+    if args.json:
+        sys.stdout.write(_json(result.to_frame().iloc[0].to_dict()) + "\n")
+    else:
+        sys.stdout.write(str(result) + "\n")
+        if result.rows_quarantined:
+            sys.stdout.write(f"quarantined rows: {result.quarantine_at}\n")
+    return 0
+
+
+def _add_score(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    sc = sub.add_parser(
+        "score",
+        help="batch scoring: a Parquet/CSV file or a SQL table through a deployment, into a file or a table",
+        description="Score every row of SOURCE (or --sql/--table in --con) through deployment NAME and write the "
+        "predictions with the --key column to --into (a .parquet/.csv file, an SQLite .db or a database URL with "
+        "--into-table). Resumable: run the same command again after an interruption.",
+    )
+    sc.add_argument("name", help="deployment name")
+    sc.add_argument("source", nargs="?", default=None, help="a .parquet or .csv file (or use --sql/--table)")
+    sc.add_argument("--key", required=True, help="the column that identifies each row (the checkpoint's key)")
+    sc.add_argument("--into", default=None, help="destination: a .parquet/.csv file, an SQLite .db, a database URL")
+    sc.add_argument("--into-table", default=None, help="table to write (default: 'predictions')")
+    sc.add_argument("--into-con", default=None, help="database of --into-table (default: --con)")
+    sc.add_argument("--sql", default=None, help="a query to score (with --con)")
+    sc.add_argument("--table", default=None, help="a table to score (with --con)")
+    sc.add_argument("--con", default=None, help="the source's database: a SQLAlchemy URL or an SQLite file")
+    sc.add_argument("--quarantine", default=None, help="where refused rows go (a table, or a .csv/.parquet file)")
+    sc.add_argument("--method", default="predict", choices=["predict", "predict_proba", "decision_function"])
+    sc.add_argument("--chunk-rows", type=int, default=20_000, help="rows per request (default: 20000)")
+    sc.add_argument("--in-flight", type=int, default=4, help="requests at once (default: 4)")
+    sc.add_argument("--version", type=int, default=None, help="a version other than the running one")
+    sc.add_argument("--overwrite", action="store_true", help="start again instead of resuming")
+    sc.add_argument("--no-monitor", action="store_true", help="do not mark the requests as batch in the request log")
+    sc.add_argument("--json", action="store_true", help="print the summary as JSON")
+    sc.set_defaults(func=_score)
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="nbdeploy", description="Manage models deployed with nbdeploy.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -351,6 +400,7 @@ def parser() -> argparse.ArgumentParser:
     ee.add_argument("--engine", default=None, help="podman or docker, for --image (default: the first that works)")
     ee.set_defaults(func=_export_edge)
     _add_base_image(sub)
+    _add_score(sub)
     _add_k8s(sub)
     return p
 

@@ -88,7 +88,7 @@ def _compile(
 
         plan = compile_graphs.plan(obj, schema, precision)
     except ImportError as exc:
-        return record | {"reason": f"{exc.name or exc} is not installed (pip install nbdeploy[edge]), so no compile"}
+        return record | {"reason": f"{exc.name or exc} is not installed (pip install onnxruntime skl2onnx): no compile"}
     except Exception as exc:
         refused = type(exc).__name__ == "Refusal"
         return record | {"reason": str(exc) if refused else f"compiling failed: {type(exc).__name__}: {exc}"[:500]}

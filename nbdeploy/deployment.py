@@ -100,6 +100,14 @@ class Deployment:
         values, self.last_request_id = self._client.predict(data, timeout, self.status, "decision_function")
         return values
 
+    def score(self, source: Any = None, **options: Any) -> Any:
+        """Batch scoring through this version: a DataFrame, Parquet/CSV file or SQL table into a file or a table,
+        keyed, resumable, with bad rows quarantined (``nbdeploy.score``), e.g.
+        ``dep.score("customers.parquet", into="scores.parquet", key="customer_id")``. Returns a ``BatchResult``."""
+        from .batch import score
+
+        return score(self, source, **options)
+
     @property
     def classes_(self) -> np.ndarray | None:
         """The model's class labels as recorded at deploy (the columns of ``predict_proba``); None for a

@@ -127,6 +127,19 @@ NOTEBOOK_CHECKS: dict[str, tuple[dict[str, object], list[str]]] = {
             "answered 400: missing column 'plan'",
         ],
     ),
+    "batch_scoring.ipynb": (
+        {"name": "docs-batch"},
+        [
+            "nbdeploy-batch",
+            "quarantined: 3",
+            "column 'tenure': expected a number, got 'ten'",
+            "column 'tenure': expected an integer, got 2.5",
+            "0 rows scored again",
+            "identical to the notebook's predict: True",
+            "proba_1",
+            "requests marked as batch",
+        ],
+    ),
     # Deploys nothing (no cluster here), so no names to pass: manifests() only gives its default name a key.
     "kubernetes.ipynb": (
         {},
