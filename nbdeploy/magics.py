@@ -1,4 +1,4 @@
-"""``%deploy``, ``%deployments``, ``%undeploy``, ``%promote``, ``%monitor``: thin parsing over the public API.
+"""``%deploy``, ``%deployments``, ``%undeploy``, ``%promote``, ``%monitor``, ``%score``: thin parsing over the API.
 
 User errors (nbdeploy's own exceptions, unknown variables) surface as IPython ``UsageError``:
 one clear line, no traceback, and still a failed cell, so papermill stops on them.
@@ -215,6 +215,45 @@ class DeployMagics(Magics):
             raise UsageError(f"--interval must be a positive number of seconds, not {args.interval:g}")
         try:
             return _api.get(args.name, args.version).monitor(interval=args.interval, live=not args.static)
+        except NbdeployError as exc:
+            raise _user_error(exc) from None
+
+    @magic_arguments()
+    @argument("name", help="deployment name")
+    @argument("source", nargs="?", default=None, help="a DataFrame variable, or a .parquet/.csv path")
+    @argument("--key", "-k", required=True, help="the column that identifies each row (the checkpoint's key)")
+    @argument("--into", "-i", default=None, help="a .parquet/.csv file, an SQLite .db or a database URL")
+    @argument("--into-table", default=None, help="table to write (default: 'predictions')")
+    @argument("--into-con", default=None, help="database of --into-table (default: --con)")
+    @argument("--sql", default=None, help="a query to score (with --con); quote it: --sql 'SELECT …'")
+    @argument("--table", default=None, help="a table to score (with --con)")
+    @argument("--con", default=None, help="the source's database: a SQLAlchemy URL or an SQLite file")
+    @argument("--quarantine", default=None, help="where refused rows go (a table, or a .csv/.parquet file)")
+    @argument("--method", default="predict", help="predict (default), predict_proba or decision_function")
+    @argument("--chunk-rows", type=int, default=20_000, help="rows per request (default: 20000)")
+    @argument("--in-flight", type=int, default=4, help="requests at once (default: 4)")
+    @argument("--version", "-v", type=int, default=None, help="a version other than the running one")
+    @argument("--overwrite", action="store_true", help="start again instead of resuming")
+    @line_magic
+    def score(self, line: str) -> Any:
+        """Batch scoring with a progress bar: ``%score churn customers.parquet --into scores.parquet --key id``
+
+        SOURCE is a DataFrame variable of the notebook or a file path; ``--sql``/``--table`` with ``--con`` read a
+        database. Returns the summary (a card); run the same line again to resume an interrupted job."""
+        args = self._parse(self.score, line)
+        source: Any = args.source
+        ns = self.shell.user_ns if self.shell is not None else {}
+        if source is not None and source.isidentifier() and source in ns:
+            source = ns[source]  # a DataFrame of the notebook (a name that is no variable is a path)
+        try:
+            from .batch import score
+
+            return score(
+                args.name, source, into=args.into, key=args.key, sql=args.sql, table=args.table, con=args.con,
+                into_table=args.into_table, into_con=args.into_con, quarantine=args.quarantine,
+                method=args.method, chunk_rows=args.chunk_rows, in_flight=args.in_flight,
+                overwrite=args.overwrite, version=args.version,
+            )  # fmt: skip
         except NbdeployError as exc:
             raise _user_error(exc) from None
 
