@@ -293,6 +293,15 @@ def test_shadow_copies_and_a_split_share(swapped: nbdeploy.Deployment, sample: p
     answered = sum(r.headers[VERSION_HEADER] == str(cand.version) for r in seen) / len(seen)
     print(f"\nsplit 10 %: served table {share:.3f}, answers {answered:.3f} from the candidate")
     assert 0.04 < share < 0.18 and abs(share - answered) < 0.02
+    # labels posted to the stable URL itself reach the version that answered each request, in one call
+    items = [{"request_id": r.json()["request_id"], "y_true": [2.0]} for r in seen]
+    fed = httpx.post(f"{url}/feedback", json={"items": items}, headers=headers, timeout=30)
+    assert fed.status_code == 200, fed.text
+    by_version = {int(v): n for v, n in fed.json()["by_version"].items()}
+    answered_by = {
+        int(v): sum(r.headers[VERSION_HEADER] == v for r in seen) for v in {r.headers[VERSION_HEADER] for r in seen}
+    }
+    assert fed.json()["accepted"] == 400 and by_version == answered_by
     events = nbdeploy.audit("ep-swap")
     assert "split-change" in set(events["action"])
     listed = nbdeploy.deployments(all_versions=True)

@@ -22,6 +22,7 @@ import logging
 import os
 import random
 import signal
+import sqlite3
 import time
 import uuid
 import zlib
@@ -53,6 +54,10 @@ MAX_REQUEST_BODY = 256 << 20  # the services set their own, smaller limits; this
 CLIENT_IDLE_S = 120.0
 POOL_IDLE_MAX = 64  # idle upstream connections kept per version
 SHUTDOWN_GRACE_S = 10.0
+#: Request ids answered (200) kept in memory with the version that answered: labels posted to the stable URL's
+#: /feedback go to that version. Older ids are looked up in the router's log (``served``).
+ANSWERED_KEPT = 100_000
+_FEEDBACK = b"/feedback"
 DEFAULT_RULES: dict[str, Any] = {"max_error_rate": 0.05, "min_requests": 20, "window_s": 30, "max_p95_ms": None}
 
 _MODEL_PATHS = tuple(p.encode() for p in MODEL_PATHS)
@@ -448,6 +453,7 @@ class Router:
         self.store = Store(self.path.parent / STORE_FILE)
         self.inflight: dict[int, int] = {}
         self.served: dict[int, int] = {}
+        self.answered: dict[str, int] = {}  # request id -> version (insertion order: oldest first)
         self.busy = 0
         self.mirror_q: asyncio.Queue[_Mirror] = asyncio.Queue(MIRROR_QUEUE)
         self.window: deque[tuple[float, bool, float]] = deque()  # (t, error, ms) of the live version while watched
@@ -672,6 +678,8 @@ class Router:
         return "live", ep.live.version, ep.live.url, url
 
     async def _proxy(self, req: Request, path: bytes, writer: asyncio.StreamWriter, keep: bool) -> bool:
+        if path == _FEEDBACK and req.method == b"POST" and len(self.ep.versions) > 1:
+            return await self._feedback(req, writer, keep)
         t0 = time.perf_counter()
         draw = self._draw(req) if self.ep.candidate is not None and self.ep.candidate.mode == "split" else 100.0
         retry_ok = req.method in _IDEMPOTENT or is_model_path(path)  # a prediction is a pure function of its input
@@ -727,6 +735,87 @@ class Router:
                 self._enqueue_mirror(req, target, header_block, path, version, ans, ms, cand.upstream)
             return keep and ans.client_ok
 
+    async def _feedback(self, req: Request, writer: asyncio.StreamWriter, keep: bool) -> bool:
+        """Labels posted to the stable URL go to the version that answered each request (behind a split, or a
+        version kept warm after a promotion): one call per version, the accepted counts added. A body that is not
+        ``{"items": [...]}`` goes to the live version, which says what is wrong with it."""
+        try:
+            items = json.loads(req.body)["items"]
+            ids = [str(item["request_id"]) for item in items]
+        except (ValueError, KeyError, TypeError):
+            ids = []
+        live = self.ep.live.version if self.ep.live is not None else None
+        found = {rid: self.answered[rid] for rid in ids if rid in self.answered}
+        missing = [rid for rid in ids if rid not in found]
+        if missing:
+            found.update(await asyncio.to_thread(self._answered_in_log, missing))
+        groups: dict[int, list[Any]] = {}
+        for item, rid in zip(items if ids else [], ids, strict=True):
+            version = found.get(rid, live)
+            if version is None or version not in self.ep.versions:
+                version = live
+            groups.setdefault(version if version is not None else -1, []).append(item)
+        if len(groups) <= 1:  # one version (or nothing to split): forwarded as it came
+            target = next(iter(groups), -1)
+            version = target if target != -1 else live
+            url = self.ep.versions.get(version) if version is not None else None
+            if version is None or url is None:
+                writer.write(_json_response(503, {"error": f"no live version of {self.ep.name!r}"}, keep))
+                return keep
+            answer = await self._forward_feedback(req, writer, keep, version, url, req.body)
+            return keep if answer is None else keep and answer.client_ok
+        accepted: dict[int, int] = {}
+        for version, part in sorted(groups.items()):
+            body = json.dumps({"items": part}).encode()
+            url = self.ep.versions.get(version)
+            answer = None if url is None else await self._forward_feedback(req, None, keep, version, url, body)
+            if answer is None or answer.status != 200:
+                status = 502 if answer is None else answer.status
+                error = _text(answer.body) if answer is not None else f"version {version} could not answer"
+                refused = {"error": f"version {version} refused its labels: {error}", "accepted": accepted}
+                writer.write(_json_response(status, refused, keep))
+                return keep
+            accepted[version] = int(json.loads(answer.body).get("accepted", 0))
+        writer.write(_json_response(200, {"accepted": sum(accepted.values()), "by_version": accepted}, keep))
+        return keep
+
+    async def _forward_feedback(
+        self, req: Request, client: asyncio.StreamWriter | None, keep: bool, version: int, url: str, body: bytes
+    ) -> _Answer | None:
+        """One feedback call to one version: streamed to ``client``, or buffered (``client`` None)."""
+        head = _request_head(req.method, _FEEDBACK, _header_block(req.headers, len(body), req.method))
+        try:
+            return await exchange(
+                self.pool, url, head, body, retry_ok=False, client=client, client_keep=keep, version=version,
+                capture=client is None,
+            )  # fmt: skip
+        except (_Retry, _Broken) as exc:
+            if client is not None:
+                client.write(_json_response(502, {"error": f"version {version} could not answer: {exc}"}, keep))
+            return None
+
+    def _answered_in_log(self, request_ids: list[str]) -> dict[str, int]:
+        """Versions that answered these ids, from the router's log (ids answered before this process started)."""
+        found: dict[str, int] = {}
+        try:
+            con = sqlite3.connect(f"file:{self.path.parent / STORE_FILE}?mode=ro", uri=True, timeout=5)
+        except sqlite3.Error:
+            return found
+        try:
+            for start in range(0, len(request_ids), 500):
+                chunk = request_ids[start : start + 500]
+                rows = con.execute(
+                    f"SELECT request_id, version FROM served WHERE request_id IN ({','.join('?' * len(chunk))})"
+                    " AND status = 200",
+                    chunk,
+                ).fetchall()
+                found.update({str(rid): int(version) for rid, version in rows})
+        except sqlite3.Error:
+            pass
+        finally:
+            con.close()
+        return found
+
     def _fail(
         self,
         writer: asyncio.StreamWriter,
@@ -762,6 +851,11 @@ class Router:
     ) -> None:
         now = time.time()
         self.served[version] = self.served.get(version, 0) + 1
+        if request_id is not None and status == 200:
+            answered = self.answered
+            answered[request_id] = version
+            if len(answered) > ANSWERED_KEPT:
+                del answered[next(iter(answered))]
         self.store.served((now, request_id, path.decode("latin-1"), version, role, status, ms, generation))
         if self.access_log:
             log.info(
