@@ -207,6 +207,18 @@ class Deployment:
 
         return open_panel(self, interval=interval, live=live)
 
+    def report(self, path: str | Path = "drift.html", thresholds: Any = None) -> Path:
+        """Write a standalone HTML report (tiles, traffic, accuracy, the drift table with every feature's
+        distributions) that opens without a kernel or a network: for sharing and audits. Returns the path."""
+        from .monitor.report import write_report
+
+        return write_report(self._snapshot(thresholds), path)
+
+    def _snapshot(self, thresholds: Any = None) -> Any:
+        from .monitor.data import snapshot
+
+        return snapshot(self, thresholds=thresholds)
+
     def form(self, auto: bool = True) -> Any:
         """The try-it form in the notebook (ipywidgets): one field per input column, with the sample's ranges and
         values seen, "Sample row" and "Random row"; each prediction goes over HTTP to this version. ``auto``:

@@ -203,16 +203,20 @@ class DeployMagics(Magics):
             raise _user_error(exc) from None
 
     @magic_arguments()
-    @argument("name", help="deployment name")
+    @argument("name", nargs="?", default=None, help="deployment name (none: every deployment as a tile)")
     @argument("--version", "-v", type=int, default=None, help="a version other than the running one")
     @argument("--interval", "-i", type=float, default=3.0, help="seconds between updates (default: 3)")
     @argument("--static", action="store_true", help="a static HTML snapshot instead of the live panel")
     @line_magic
     def monitor(self, line: str) -> Any:
-        """Open a deployment's live monitoring panel: %monitor NAME"""
+        """Open a deployment's live monitoring panel: %monitor NAME; %monitor alone shows the fleet"""
         args = self._parse(self.monitor, line)
         if args.interval <= 0:
             raise UsageError(f"--interval must be a positive number of seconds, not {args.interval:g}")
+        if args.name is None:
+            from .monitor.fleet import Fleet
+
+            return Fleet(interval=args.interval)
         try:
             return _api.get(args.name, args.version).monitor(interval=args.interval, live=not args.static)
         except NbdeployError as exc:

@@ -5,6 +5,7 @@ Server tests share one deployed classifier; every wait polls with a deadline.
 
 from __future__ import annotations
 
+import json
 import re
 import time
 import uuid
@@ -91,7 +92,8 @@ def test_snapshot_counts_the_traffic_and_scores_the_feedback(served):
     assert data.error_rate == 0.0 and data.errors == 0
     assert data.labels and len(data.live_predictions) >= 40
     assert list(data.drift.index) == [*FEATURES, "prediction"]
-    assert (data.drift["n_current"] >= 40).all() and "too few rows" not in set(data.drift["test"])
+    assert (data.drift["n_current"] >= 40).all()
+    assert set(data.drift["test"]) == {"too few rows"}  # under DriftThresholds.min_current rows: not judged yet
 
     shown = dep.monitor(live=False)  # the static snapshot: tiles, three PNGs, the drift table
     assert isinstance(shown, StaticPanel)
@@ -119,7 +121,8 @@ def test_live_panel_refreshes_its_tiles_and_stops_when_closed(served):
         assert f">{data.total_requests:,}<" in panel.tiles["requests"].value
         assert "ms<" in panel.tiles["p50"].value and "ms<" in panel.tiles["p95"].value
         assert "0 %" in panel.tiles["errors"].value
-        assert bytes(panel._traffic.value).startswith(PNG) and bytes(panel._predictions.value).startswith(PNG)
+        assert sum(panel.charts.data["traffic"]["all"]["n"]) >= 6  # the browser's charts: traffic per bucket
+        assert panel.charts.data["version"] == dep.version and panel.charts.drift["dist"]["prediction"]
         assert "updated" in panel._status.value
         bundle = panel._repr_mimebundle_()
         assert "application/vnd.jupyter.widget-view+json" in bundle
@@ -143,7 +146,7 @@ def test_panel_stops_when_the_deployment_stops(churn_data, stop_after):
         panel._thread.join(timeout=60)
         assert not panel.live
         assert panel.data.status == "stopped" and "updates ended" in panel._status.value
-        assert bytes(panel._traffic.value).startswith(PNG)  # the last picture stays
+        assert panel.charts.data["at"] == panel.data.at  # the last picture stays
         numbers = dep.monitor(live=False)  # a stopped deployment still has its log: numbers, histogram
         assert (
             not numbers.data.labels
@@ -173,8 +176,10 @@ def test_monitor_magic(served):
         shell.run_line_magic("monitor", "nothing-here")
     with pytest.raises(UsageError, match="--interval must be a positive number"):
         shell.run_line_magic("monitor", f"{dep.name} --interval 0")
-    with pytest.raises(UsageError):
-        shell.run_line_magic("monitor", "")
+    from nbdeploy.monitor.fleet import Fleet
+
+    fleet = shell.run_line_magic("monitor", "")  # no name: every deployment as a tile
+    assert isinstance(fleet, Fleet) and dep.name in fleet.buttons
     assert f"%monitor {dep.name}" in dep._repr_html_()  # the %deploy card says how to open the panel
 
 
@@ -231,7 +236,8 @@ def test_numbers_get_a_histogram_and_mae():
     panel = Panel(rec, interval=1.0)  # a stopped deployment: drawn once, never live
     assert not panel.live and panel._thread is None and panel.data.mae == pytest.approx(2.0)
     assert "not live" in panel._status.value
-    assert panel._accuracy.layout.display is None  # feedback exists: the accuracy (MAE) figure is shown
+    acc = panel.charts.data["accuracy"]  # feedback exists: the accuracy (MAE) chart is drawn
+    assert acc["metric"] == "mae" and "lo" not in acc and sum(acc["n"]) == data.labelled
 
 
 class _Handle:
@@ -268,3 +274,52 @@ def test_a_live_panel_asks_the_handle_and_ends_when_it_says_failed():
         assert not panel.live and panel.data.status == "failed" and "updates ended" in panel._status.value
     finally:
         panel.close()
+
+
+def test_the_view_model_and_report_of_a_recorded_log(tmp_path):
+    """What the browser draws: drifted first in the table's data, distributions, the Wilson band, the rule."""
+    from nbdeploy.monitor.report import report_html
+    from nbdeploy.monitor.view import view_model, wilson
+
+    rec = _recorded("monitor-view", lambda d: (d.monthly > 80).astype(int), lambda p: [1 - p[0], p[1]])
+    panel = Panel(rec, start=False)
+    try:
+        model = {**panel.charts.drift, **panel.charts.data}
+        assert model["drifted"] == ["monthly"] and model["dataset_drift"]  # 1 of 2 features: above 30 %
+        assert {f["name"]: f["drifted"] for f in model["features"]} == {"tenure": False, "monthly": True}
+        assert "BH q < 0.05" in model["rule"] and "latest 228 live rows of v" in model["window"]
+        hist = model["dist"]["monthly"]
+        assert len(hist["edges"]) == 25 and sum(hist["reference"]) == pytest.approx(1, abs=1e-3)
+        assert model["dist"]["prediction"]["kind"] == "categorical"
+        acc = model["accuracy"]
+        assert acc["metric"] == "accuracy" and all(
+            lo <= v <= hi for lo, v, hi in zip(acc["lo"], acc["value"], acc["hi"], strict=True)
+        )
+        assert sum(model["traffic"]["all"]["n"]) == 120 and sum(model["traffic"]["5m"]["n"]) == 120
+        assert model["history"]["t"] and model["history"]["effect"]["monthly"][-1] > 0.1
+        page = report_html(panel.data, panel.cache)
+        assert not re.search(r"(src|href)=['\"]?https?:|fetch\(|import\(", page)  # nothing to load from elsewhere
+        assert "export default" not in page and "nbdeployPanel(el," in page
+        json.dumps(view_model(panel.data, panel.cache), allow_nan=False)  # no NaN reaches the browser
+    finally:
+        panel.close()
+    lo, hi = wilson(np.array([0, 5, 10]), np.array([10, 10, 10]))
+    assert lo[0] == 0 and 0.23 < lo[1] < 0.24 and 0.76 < hi[1] < 0.77 and hi[2] == 1
+
+
+def test_the_fleet_shows_a_tile_per_deployment():
+    from nbdeploy.monitor.fleet import Fleet
+
+    for name in ("monitor-fleet-a", "monitor-fleet-b"):
+        rec = _recorded(name, lambda d: (d.monthly > 80).astype(int), None)
+        Registry().update(rec.name, rec.version, status="running")  # no server: the tiles show what the log says
+    fleet = Fleet()
+    try:
+        assert {"monitor-fleet-a", "monitor-fleet-b"} <= set(fleet.buttons)
+        panel = fleet.open("monitor-fleet-b")
+        assert panel.name == "monitor-fleet-b" and panel.data.drifted == ["monthly"]
+    finally:
+        if fleet.panel is not None:
+            fleet.panel.close()
+        for name in ("monitor-fleet-a", "monitor-fleet-b"):
+            Registry().update(name, Registry().get(name).version, status=STOPPED)

@@ -33,8 +33,10 @@ import hashlib
 import hmac
 import json
 import os
+import queue
 import re
 import reprlib
+import sqlite3
 import sys
 import threading
 import time
@@ -463,11 +465,75 @@ def _inputs(body: bytes | bytearray) -> Any:
     return doc["inputs"]
 
 
+#: The request log's table, as nbdeploy/runtime/recorder.py writes it (this file cannot import nbdeploy): the
+#: monitoring panel and drift read edge deployments as the others.
+LOG_SCHEMA = """
+CREATE TABLE IF NOT EXISTS requests (
+    request_id TEXT PRIMARY KEY, ts REAL NOT NULL, latency_ms REAL NOT NULL, status INTEGER NOT NULL,
+    n_rows INTEGER NOT NULL, inputs TEXT, outputs TEXT, error TEXT, scores TEXT
+);
+CREATE INDEX IF NOT EXISTS requests_ts ON requests (ts);
+CREATE TABLE IF NOT EXISTS feedback (request_id TEXT NOT NULL, ts REAL NOT NULL, y_true TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS feedback_request ON feedback (request_id);
+"""
+
+
+class RequestLog:
+    """Requests written to ``DIR/requests.db`` by a background thread, batched; never blocks an answer (a full
+    queue drops the record). With redaction configured the inputs are not kept (the redactor is nbdeploy's)."""
+
+    def __init__(self, directory: str, keep_inputs: bool = True, capacity: int = 10_000) -> None:
+        os.makedirs(directory, exist_ok=True)
+        self.path = os.path.join(directory, "requests.db")
+        self.keep_inputs = keep_inputs
+        self.dropped = 0
+        self._queue: queue.Queue[tuple[Any, ...]] = queue.Queue(capacity)
+        con = sqlite3.connect(self.path)
+        try:
+            con.execute("PRAGMA journal_mode=WAL")
+            con.executescript(LOG_SCHEMA)
+        finally:
+            con.close()
+        threading.Thread(target=self._drain, name="nbdeploy-edge-log", daemon=True).start()
+
+    def request(self, rid: str, latency_ms: float, status: int, n: int, inputs: Any, outputs: Any, error: Any) -> None:
+        kept = json.dumps(inputs) if self.keep_inputs and inputs is not None else None
+        row = (rid, time.time(), latency_ms, status, n, kept, None if outputs is None else json.dumps(outputs), error)
+        try:
+            self._queue.put_nowait(row)
+        except queue.Full:
+            self.dropped += 1
+
+    def _drain(self) -> None:
+        con = sqlite3.connect(self.path, timeout=30)
+        while True:
+            batch = [self._queue.get()]
+            time.sleep(0.2)  # one commit for a burst
+            while len(batch) < 2000:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            try:
+                with con:
+                    con.executemany(
+                        "INSERT OR REPLACE INTO requests (request_id, ts, latency_ms, status, n_rows, inputs, outputs,"
+                        " error) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                        batch,
+                    )
+            except Exception as exc:  # never let the log take the server down
+                self.dropped += len(batch)
+                log(f"nbdeploy edge: request log write failed: {type(exc).__name__}: {exc}")
+
+
 class App:
     """What the server answers: from the head alone where it can, from the body for predictions."""
 
-    def __init__(self, model: EdgeModel, keys: KeyFile, max_body: int, max_rows: int) -> None:
+    def __init__(
+        self, model: EdgeModel, keys: KeyFile, max_body: int, max_rows: int, requests: RequestLog | None = None
+    ) -> None:
         self.model, self.keys, self.max_body, self.max_rows = model, keys, max_body, max_rows
+        self.requests = requests
         self.counts: dict[int, int] = {}
         self._lock = threading.Lock()
 
@@ -501,17 +567,28 @@ class App:
         return None
 
     def predict(self, body: bytes | bytearray) -> Reply:
-        rid = uuid.uuid4().hex
+        rid, start = uuid.uuid4().hex, time.perf_counter()
+        inputs: Any = None
+        rows = 0
         try:
             inputs = _inputs(body)
             rows = count_rows(inputs)
             if rows > self.max_rows:
                 return 413, {"error": f"{rows} rows in one request; the limit is {self.max_rows}"}, {}
-            return 200, {"predictions": self.model.predict(inputs), "request_id": rid}, {}
+            predictions = self.model.predict(inputs)
+            self._record(rid, start, 200, rows, inputs, predictions, None)
+            return 200, {"predictions": predictions, "request_id": rid}, {}
         except InputError as exc:
+            self._record(rid, start, 400, rows, None, None, str(exc)[:2000])
             return 400, {"error": str(exc), "request_id": rid}, {}
         except Exception as exc:  # the model failed: report it, keep serving
-            return 500, {"error": f"{type(exc).__name__}: {exc}"[: 3 * SHOWN], "request_id": rid}, {}
+            error = f"{type(exc).__name__}: {exc}"[: 3 * SHOWN]
+            self._record(rid, start, 500, rows, None, None, error)
+            return 500, {"error": error, "request_id": rid}, {}
+
+    def _record(self, rid: str, start: float, status: int, n: int, inputs: Any, outputs: Any, error: Any) -> None:
+        if self.requests is not None:
+            self.requests.request(rid, (time.perf_counter() - start) * 1000, status, n, inputs, outputs, error)
 
 
 class EdgeServer:
@@ -662,7 +739,9 @@ def main(argv: list[str] | None = None) -> None:
         model = EdgeModel(Path(args.bundle), args.manifest_sha256)
         lim = limits(env)
         keys = KeyFile(env.get("NBDEPLOY_KEYS_FILE"), required=env.get("NBDEPLOY_AUTH", "required") != "off")
-        server = EdgeServer(App(model, keys, int(lim["max_body"]), int(lim["max_rows"])), lim)
+        data_dir = env.get("NBDEPLOY_DATA_DIR")  # the deployment's folder: the request log as the other targets
+        requests = RequestLog(data_dir, keep_inputs=not env.get("NBDEPLOY_REDACT")) if data_dir else None
+        server = EdgeServer(App(model, keys, int(lim["max_body"]), int(lim["max_rows"]), requests), lim)
     except Exception as exc:
         sys.stderr.write(f"nbdeploy: REFUSING TO START: {exc}\n")
         raise SystemExit(1) from exc

@@ -19,7 +19,8 @@ import pandas as pd
 from .. import config
 from ..registry import Record, Registry
 from . import metrics
-from .drift import DriftThresholds, compute
+from .cache import LogCache
+from .drift import DriftThresholds, ReferenceStats, _Categorical, _Numeric, compute, dataset_drifted, histogram
 from .scores import CALIBRATION_COLUMNS, evaluate
 from .source import Source, StatusFn, Watched, watch
 from .store import RequestLog, accuracy_over_time, load_reference, logged_schema
@@ -74,6 +75,11 @@ class PanelData:
     positive_class: Any = None  # binary only
     calibration: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=CALIBRATION_COLUMNS), repr=False)
     problems: list[str] = field(default_factory=list)  # what could not be read, in words
+    dataset_drift: bool = False  # the dataset rule (DriftThresholds.dataset_share) holds
+    thresholds: DriftThresholds = field(default_factory=DriftThresholds)  # the rule drift was judged by
+    drift_rows: int = 0  # live rows in the judged window
+    # per feature (and "prediction"): reference and live shares in common bins, or per category
+    distributions: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False)
     drift_at: float = 0.0  # when the drift part (drift, predictions) was computed
     drift_basis: tuple[int, float] = field(default=(0, 0.0), repr=False)  # successful requests seen then
     scrape: metrics.Scrape | None = field(default=None, repr=False)  # for the next window
@@ -91,6 +97,7 @@ def snapshot(
     reuse: PanelData | None = None,
     drift_every_s: float = 0.0,
     status: StatusFn | None = None,
+    cache: LogCache | None = None,
 ) -> PanelData:
     """What the panel shows now, for a ``Deployment`` handle, a registry ``Record`` or a deployment name.
 
@@ -107,34 +114,54 @@ def snapshot(
     Drift and the prediction distribution (the costly part: it parses the logged inputs) are taken
     from ``reuse``, an earlier snapshot of the same version, when no successful request arrived
     since it or it is younger than ``drift_every_s``.
+
+    ``cache`` (a live panel's ``LogCache``): read only what the log gained since the last refresh, keep the
+    reference's statistics and the drift flags (hysteresis) between refreshes.
     """
     registry = registry or Registry()
     rec, state = watch(deployment, registry, status).read(registry)
     now = time.time()
-    data = PanelData(rec.name, rec.version, state, rec.url, now)
+    data = PanelData(rec.name, rec.version, state, rec.url, now, thresholds=thresholds or DriftThresholds())
     reqlog = RequestLog(config.deployment_dir(rec.name, rec.version))
-    _scrape(data)
-    frame = reqlog.requests(since=now - history_s)
+    _scrape(data, cache.http() if cache is not None else None)
+    if cache is not None:
+        cache.update()
+        frame = cache.requests(since=now - history_s)
+    else:
+        frame = reqlog.requests(since=now - history_s)
     data.logged_requests = len(frame)
     data.traffic, data.bucket_s = _traffic(frame, now)
     _rates(data, frame, previous, window_s)
     if data.total_requests is None:
-        everything = reqlog.requests()
+        everything = cache.requests() if cache is not None else reqlog.requests()
         data.total_requests, data.total_from = len(everything), "log"
         data.errors = int((everything["status"] != 200).sum())
-    _drift(data, frame, rec, reqlog, reuse, max_rows, thresholds, drift_every_s)
-    _accuracy(data, reqlog)
-    _probabilities(data, reqlog)
+    _drift(data, frame, rec, reqlog, reuse, max_rows, thresholds, drift_every_s, cache)
+    if cache is not None and reuse is not None and not cache.feedback_changed():
+        for name in FEEDBACK_FIELDS:  # no new feedback: the same scores
+            setattr(data, name, getattr(reuse, name))
+        data.problems += [p for p in reuse.problems if "accuracy" in p or "AUC" in p]
+    else:
+        _accuracy(data, reqlog)
+        _probabilities(data, reqlog)
     return data
 
 
-def _scrape(data: PanelData) -> None:
+FEEDBACK_FIELDS = (
+    "accuracy", "mae", "labelled", "accuracy_over_time", "accuracy_bucket_s", "auc", "log_loss", "scored",
+    "positive_class", "calibration",
+)  # fmt: skip
+
+
+def _scrape(data: PanelData, client: Any = None) -> None:
     """The service's counters (total, errors, dropped records) while it may be up."""
     if data.status not in ENDED and data.url:
         try:
-            data.scrape = metrics.scrape(data.url, timeout=3.0)
+            data.scrape = metrics.scrape(data.url, client=client, timeout=3.0)
         except Exception as exc:  # the service may be starting, stopping or busy: say so, keep the rest
             data.problems.append(f"could not read {data.url}/metrics: {type(exc).__name__}: {exc}")
+    if data.scrape is not None and not data.scrape.requests and not data.scrape.buckets:
+        data.scrape = None  # not BentoML's counters (the edge server's): count from the request log
     cur = data.scrape
     if cur is not None:
         data.total_requests, data.errors = int(cur.total), int(cur.errors)
@@ -194,7 +221,10 @@ def _traffic(frame: pd.DataFrame, now: float) -> tuple[pd.DataFrame, int]:
     return out[cols], bucket
 
 
-DRIFT_FIELDS = ("drift", "drifted", "reference_predictions", "live_predictions", "labels", "drift_at", "drift_basis")
+DRIFT_FIELDS = (
+    "drift", "drifted", "reference_predictions", "live_predictions", "labels", "drift_at", "drift_basis",
+    "dataset_drift", "drift_rows", "distributions",
+)  # fmt: skip
 
 
 def _drift(
@@ -206,6 +236,7 @@ def _drift(
     max_rows: int,
     thresholds: DriftThresholds | None,
     drift_every_s: float,
+    cache: LogCache | None = None,
 ) -> None:
     """Drift and the prediction distribution: ``reuse``'s when still current, else computed now."""
     answered = frame[frame["status"] == 200]
@@ -216,7 +247,7 @@ def _drift(
             _copy_drift(reuse, data)
             return
     try:
-        _drift_part(data, rec, reqlog, max_rows, thresholds)
+        _drift_part(data, rec, reqlog, max_rows, thresholds, cache)
     except Exception as exc:  # keep the rest of the panel
         log.debug("drift failed", exc_info=True)
         data.problems.append(f"drift could not be computed: {type(exc).__name__}: {exc}")
@@ -229,13 +260,25 @@ def _copy_drift(source: PanelData, data: PanelData) -> None:
 
 
 def _drift_part(
-    data: PanelData, rec: Record, reqlog: RequestLog, max_rows: int, thresholds: DriftThresholds | None
+    data: PanelData,
+    rec: Record,
+    reqlog: RequestLog,
+    max_rows: int,
+    thresholds: DriftThresholds | None,
+    cache: LogCache | None = None,
 ) -> None:
     data.drift_at = data.at
-    ref = load_reference(reqlog.directory)
-    schema = logged_schema(rec.info) if rec.info.schema else {}
-    current, preds = reqlog.recent_rows(schema, max_rows) if schema else (pd.DataFrame(), np.array([]))
+    t = data.thresholds
+    window = min(max_rows, t.window)
+    if cache is not None:
+        ref = cache.load_reference()
+        current, preds = cache.rows(window)
+    else:
+        ref = load_reference(reqlog.directory)
+        schema = logged_schema(rec.info) if rec.info.schema else {}
+        current, preds = reqlog.recent_rows(schema, window) if schema else (pd.DataFrame(), np.array([]))
     data.live_predictions = np.asarray(preds)
+    data.drift_rows = len(current)
     if ref is None:
         data.problems.append("no reference sample kept for this version: no drift (redeploy to get one)")
     else:
@@ -243,8 +286,17 @@ def _drift_part(
         data.reference_predictions = np.asarray(ref_preds)
         data.labels = _is_labels(data.reference_predictions)
         live = current if not current.empty else ref_inputs.iloc[0:0]
-        data.drift = compute(ref_inputs, live, ref_preds, preds if len(preds) else np.asarray([]), thresholds)
+        live_preds = preds if len(preds) else np.asarray([])
+        stats_cache = cache.ref_stats if cache is not None else None
+        previous = cache.flags if cache is not None else ()
+        data.drift = compute(ref_inputs, live, ref_preds, live_preds, t, stats_cache=stats_cache, previous=previous)
         data.drifted = [str(f) for f in data.drift.index[data.drift["drifted"]] if f != "prediction"]
+        data.dataset_drift = dataset_drifted(data.drift, t)
+        data.distributions = _distributions(
+            ref_inputs, live, data.reference_predictions, live_preds, data.labels, stats_cache
+        )
+        if cache is not None and len(live):
+            cache.judged(data.at, len(live), data.drift, t)
     if ref is None and len(preds):
         data.labels = _is_labels(data.live_predictions)
 
@@ -294,3 +346,55 @@ def _probabilities(data: PanelData, reqlog: RequestLog) -> None:
         return
     data.auc, data.log_loss, data.scored = scores.auc, scores.log_loss, scores.rows
     data.positive_class, data.calibration = scores.positive_class, scores.calibration
+
+
+def _distributions(
+    ref: pd.DataFrame,
+    live: pd.DataFrame,
+    ref_preds: np.ndarray,
+    live_preds: np.ndarray,
+    labels: bool,
+    stats_cache: ReferenceStats | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Reference and live shares per feature and for the prediction: common bins for numbers, per category."""
+    out: dict[str, dict[str, Any]] = {}
+    columns = [(str(c), ref[c], live[c] if c in live else pd.Series(dtype=float), False) for c in ref.columns]
+    columns.append(("prediction", pd.Series(ref_preds), pd.Series(live_preds), labels))
+    for name, r, cur, categorical in columns:
+        numeric = not categorical and pd.api.types.is_numeric_dtype(r) and not pd.api.types.is_bool_dtype(r)
+        cached = stats_cache.features.get(name) if stats_cache is not None else None
+        seen = stats_cache.live.get(name) if stats_cache is not None else None
+        if numeric and isinstance(cached, _Numeric) and len(cached.values) and isinstance(seen, np.ndarray):
+            out[name] = {"kind": "numeric", **histogram(cached.values, seen, cached.lo, cached.hi)}
+        elif isinstance(cached, _Categorical) and isinstance(seen, dict):
+            out[name] = _bars(cached.counts, seen)
+        elif numeric:
+            rv = r.to_numpy(float)
+            rv = np.sort(rv[~np.isnan(rv)])
+            cv = pd.to_numeric(cur, errors="coerce").to_numpy(float)
+            cv = cv[~np.isnan(cv)]
+            if not len(rv):
+                continue
+            lo, hi = np.quantile(rv, [0.005, 0.995])
+            out[name] = {"kind": "numeric", **histogram(rv, np.sort(cv), float(lo), float(hi))}
+        else:
+            rc = r.dropna().astype(str).value_counts(normalize=True)
+            cc = cur.dropna().astype(str).value_counts(normalize=True)
+            cats = list(dict.fromkeys([*rc.index[:30], *cc.index[:30]]))[:40]
+            out[name] = {
+                "kind": "categorical", "categories": cats,
+                "reference": [round(float(rc.get(c, 0.0)), 5) for c in cats],
+                "live": [round(float(cc.get(c, 0.0)), 5) for c in cats],
+            }  # fmt: skip
+    return out
+
+
+def _bars(ref: dict[str, float], live: dict[str, float], most: int = 40) -> dict[str, Any]:
+    """Shares per category, the most frequent of either side first."""
+    rn, ln = sum(ref.values()) or 1.0, sum(live.values()) or 1.0
+    top = sorted(ref, key=ref.__getitem__, reverse=True)[:30] + sorted(live, key=live.__getitem__, reverse=True)[:30]
+    cats = list(dict.fromkeys(top))[:most]
+    return {
+        "kind": "categorical", "categories": cats, "reference": [round(ref.get(c, 0.0) / rn, 5) for c in cats],
+        "live": [round(live.get(c, 0.0) / ln, 5) for c in cats],
+    }  # fmt: skip

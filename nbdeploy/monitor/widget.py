@@ -16,11 +16,14 @@ from typing import Any
 from ..errors import UsageError
 from ..registry import Record, Registry
 from . import metrics
+from .cache import LogCache
 from .data import ENDED, PanelData, snapshot
-from .figures import accuracy_figure, calibration_figure, predictions_figure, traffic_figure
-from .html import NO_FEEDBACK, TILES, StaticPanel, drift_table, header, notes, tiles
+from .figures import calibration_figure
+from .html import TILES, StaticPanel, header, notes, tiles
 from .source import Source, StatusFn, Watched, watch
+from .store import logged_schema
 from .style import MUTED, RED, clock
+from .view import ChartsView, view_model
 
 __all__ = ["Panel", "open_panel"]
 
@@ -64,6 +67,11 @@ class Panel:
         self.drift_every_s = drift_every_s
         self.max_rows = max_rows
         self.data: PanelData | None = None
+        from .. import config
+
+        rec = self._registry.get(self.name, self.version)
+        schema = logged_schema(rec.info) if rec.info.schema else {}
+        self.cache = LogCache(config.deployment_dir(self.name, self.version), schema, keep_rows=max_rows)
         self.error: str | None = None  # the last refresh's error, if it failed
         self._scrapes: deque[metrics.Scrape] = deque()
         self._drawn: dict[str, Any] = {}  # figure -> what it was drawn from (skip redrawing the same)
@@ -90,11 +98,7 @@ class Panel:
         self._close_button = w.Button(description="Close", tooltip="Stop the updates and remove the panel")
         self._close_button.layout = w.Layout(width="80px")
         self._close_button.on_click(lambda _: self.close())
-        self._traffic = w.Image(format="png", layout=w.Layout(width="600px"))
-        self._predictions = w.Image(format="png", layout=w.Layout(width="440px"))
-        self._drift = w.HTML()
-        self._accuracy = w.Image(format="png", layout=w.Layout(width="440px", display="none"))
-        self._no_feedback = w.HTML(NO_FEEDBACK)
+        self.charts = ChartsView()
         self._calibration = w.Image(format="png", layout=w.Layout(width="320px", display="none"))
         self._status = w.HTML().add_class("nbdeploy-status")
         row = {"grid_gap": "8px", "flex_flow": "row wrap"}
@@ -105,11 +109,8 @@ class Panel:
                     layout=w.Layout(justify_content="space-between", align_items="center", max_width="1050px"),
                 ),
                 w.HBox(list(self.tiles.values()), layout=w.Layout(**row)),
-                w.HBox([self._traffic, self._predictions], layout=w.Layout(**row)),
-                w.HBox(
-                    [self._drift, w.VBox([self._accuracy, self._no_feedback]), self._calibration],
-                    layout=w.Layout(**{**row, "grid_gap": "16px"}, align_items="flex-start"),
-                ),
+                self.charts,
+                self._calibration,
                 self._status,
             ],
             layout=w.Layout(padding="4px"),
@@ -148,6 +149,7 @@ class Panel:
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout=self.interval + 60)
+        self.cache.close()
         if was_live:
             self._set_status(f"updates {reason} (last data {self._when()})", keep=True)
 
@@ -175,6 +177,7 @@ class Panel:
                     registry=self._registry,
                     reuse=self.data,
                     drift_every_s=self.drift_every_s,
+                    cache=self.cache,
                 )
                 if data.scrape is not None:
                     if self._scrapes and data.scrape.total < self._scrapes[-1].total:
@@ -199,15 +202,10 @@ class Panel:
         for key, value in tiles(data).items():
             if self.tiles[key].value != value:
                 self.tiles[key].value = value
-        last = data.traffic.index[-1] if len(data.traffic) else None
-        self._update("traffic", (data.logged_requests, data.bucket_s, last), self._traffic, traffic_figure, data)
-        self._update("predictions", data.drift_at, self._predictions, predictions_figure, data)
-        self._drift.value = drift_table(data)
-        if not data.accuracy_over_time.empty:
-            basis = (data.labelled, len(data.accuracy_over_time))
-            self._update("accuracy", basis, self._accuracy, accuracy_figure, data)
-            self._accuracy.layout.display = None
-            self._no_feedback.layout.display = "none"
+        if self.data is None or data.drift_at != self.data.drift_at or self.data.drift is not data.drift:
+            self.charts.show(view_model(data, self.cache))
+        else:  # drift unchanged: the traffic and accuracy only
+            self.charts.show(view_model(data, self.cache, drift=False))
         if not data.calibration.empty:
             self._update(
                 "calibration", (data.scored, len(data.calibration)), self._calibration, calibration_figure, data
