@@ -19,6 +19,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import nbformat
@@ -199,6 +200,17 @@ def _start_lab(root: Path, env: dict[str, str], log: Path, port: int, token: str
         )  # fmt: skip
 
 
+def open_and_run_all(page: Any, url: str, token: str, notebook: str = "panel.ipynb") -> None:
+    """Open ``notebook`` in JupyterLab, wait for its kernel to be idle, then run every cell."""
+    page.goto(f"{url}/lab/tree/{notebook}?token={token}", timeout=120_000)
+    page.wait_for_selector(".jp-NotebookPanel .jp-Cell", timeout=120_000)
+    end = time.monotonic() + 120
+    while (state := page.evaluate(JS_KERNEL)) != "idle":
+        assert time.monotonic() < end, f"the kernel did not become idle: {state}"
+        page.wait_for_timeout(200)
+    page.evaluate(JS_RUN_ALL)
+
+
 def _wait_lab(proc: subprocess.Popen[bytes], url: str, token: str, log: Path, deadline_s: float = 120) -> None:
     end = time.monotonic() + deadline_s
     while True:
@@ -246,13 +258,7 @@ def test_live_panel_in_jupyterlab(tmp_path):
             try:
                 page = browser.new_page(viewport={"width": 1400, "height": 1500})
                 page.on("console", lambda m: console.append(f"{m.type}: {m.text}") if m.type == "error" else None)
-                page.goto(f"{url}/lab/tree/panel.ipynb?token={token}", timeout=120_000)
-                page.wait_for_selector(".jp-NotebookPanel .jp-Cell", timeout=120_000)
-                end = time.monotonic() + 120
-                while (state := page.evaluate(JS_KERNEL)) != "idle":
-                    assert time.monotonic() < end, f"the kernel did not become idle: {state}"
-                    page.wait_for_timeout(200)
-                page.evaluate(JS_RUN_ALL)
+                open_and_run_all(page, url, token)
 
                 first, shown, end = None, None, time.monotonic() + 240
                 while True:

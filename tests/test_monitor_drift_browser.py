@@ -24,13 +24,12 @@ from conftest import CHROMIUM, CHROMIUM_ARGS
 from test_monitor_browser import (
     ARTIFACTS,
     JS_ERRORS,
-    JS_KERNEL,
-    JS_RUN_ALL,
     _free_port,
     _lab_dirs,
     _start_lab,
     _stop_lab,
     _wait_lab,
+    open_and_run_all,
 )
 
 import nbdeploy
@@ -108,13 +107,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, Path]]:
             browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
             try:
                 page = browser.new_page(viewport={"width": 1400, "height": 1600})
-                page.goto(f"{url}/lab/tree/panel.ipynb?token={token}", timeout=120_000)
-                page.wait_for_selector(".jp-NotebookPanel .jp-Cell", timeout=120_000)
-                end = time.monotonic() + 120
-                while (state := page.evaluate(JS_KERNEL)) != "idle":
-                    assert time.monotonic() < end, f"the kernel did not become idle: {state}"
-                    page.wait_for_timeout(200)
-                page.evaluate(JS_RUN_ALL)
+                open_and_run_all(page, url, token)
                 yield page, root
             finally:
                 with contextlib.suppress(Exception):
