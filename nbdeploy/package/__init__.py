@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import sys
 import tempfile
@@ -12,6 +11,9 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 from ..capture import ModelArtifact
 from ..errors import PackagingError
@@ -65,7 +67,7 @@ def _write_context(
 
 
 def _pin_name(requirement: str) -> str:
-    return re.split(r"[=<>!~ @\[;]", requirement, maxsplit=1)[0].strip().lower().replace("_", "-")
+    return canonicalize_name(Requirement(requirement).name)
 
 
 def _forget_runtime_modules() -> None:
