@@ -254,7 +254,7 @@ def _compile(
     record = {"requested": True, **record}
     if record.get("path", "python") == "python":
         return record, None, []
-    return record, workdir / COMPILED_DIR, pin_closure(set(record.get("distributions") or ["onnxruntime"]))
+    return record, workdir / COMPILED_DIR, pin_closure({"onnxruntime"})  # what runtime/compiled.py imports
 
 
 def _build_and_start(
