@@ -45,12 +45,14 @@ if _typing.TYPE_CHECKING:  # for type checkers and the API reference; at run tim
     from .batch import BatchResult, score
     from .comparison import Comparison, PromotionRules, compare
     from .deployment import Deployment
+    from .maintenance import AlertRule, Maintenance, RetrainData, Webhook, maintain, verify_signature
     from .monitor.drift import DriftThresholds
     from .targets import Target, available_targets, register_target
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AlertRule",
     "BatchResult",
     "CaptureError",
     "Comparison",
@@ -60,12 +62,14 @@ __all__ = [
     "EdgeExportError",
     "EngineError",
     "ImageBuildError",
+    "Maintenance",
     "NbdeployError",
     "NotSupported",
     "PackagingError",
     "PredictionError",
     "PromotionRefused",
     "PromotionRules",
+    "RetrainData",
     "SchemaError",
     "SecretFoundError",
     "Superseded",
@@ -74,6 +78,7 @@ __all__ = [
     "TargetOptionError",
     "UsageError",
     "VerificationError",
+    "Webhook",
     "__version__",
     "audit",
     "available_targets",
@@ -84,12 +89,14 @@ __all__ = [
     "get",
     "get_endpoint",
     "load_ipython_extension",
+    "maintain",
     "manifests",
     "promote",
     "register_target",
     "rollback",
     "score",
     "verify",
+    "verify_signature",
 ]
 
 #: Where each lazily imported public name lives (module relative to this package).
@@ -112,6 +119,9 @@ _LAZY: dict[str, str] = {
     "Deployment": ".deployment",
     **dict.fromkeys(["BatchResult", "score"], ".batch"),  # SQLAlchemy and pyarrow: only when asked for
     **dict.fromkeys(["Comparison", "PromotionRules", "compare"], ".comparison"),  # scipy: only when asked for
+    **dict.fromkeys(
+        ["AlertRule", "Maintenance", "RetrainData", "Webhook", "maintain", "verify_signature"], ".maintenance"
+    ),
     "DriftThresholds": ".monitor",  # scipy: only when asked for
     **dict.fromkeys(["Target", "available_targets", "register_target"], ".targets"),
 }

@@ -292,6 +292,37 @@ class Deployment:
         )
         return self
 
+    def maintain(
+        self,
+        rules: Any = None,
+        notify: list[Any] | None = None,
+        retrain: Any = None,
+        **options: Any,
+    ) -> Any:
+        """Keep this name healthy without a notebook open: a scheduler process judges alert ``rules`` on closed
+        windows of the live version's traffic, notifies ``notify`` once per incident, and on a firing drift or
+        accuracy rule runs ``retrain`` (a function of ``nbdeploy.RetrainData`` returning a model, captured by
+        value). The new model must beat the champion on held-out labelled rows, then serve as a shadow, and is
+        promoted only by the promotion rules; anything else leaves the champion untouched. Every step is an
+        audit event; returns the ``nbdeploy.Maintenance`` handle (status, history, stop, Prometheus rules).
+
+        ``rules``: ``nbdeploy.AlertRule`` objects, dicts of their fields or quantity names (default: drift,
+        error rate, p95 latency, silence, accuracy from feedback and, with probabilities, its estimate).
+        ``notify``: ``"log"``, ``nbdeploy.Webhook(url, secret)`` (HMAC-signed), any apprise URL (``slack://…``,
+        ``mailto://…``) or a function. ``options``: ``every`` (how often the scheduler looks, "5s"), ``lookback``
+        (the traffic a retraining sees, "1h"), ``holdout`` (0.3 of the labelled rows kept for the offline gate),
+        ``min_labelled``, ``min_gain``, ``promotion`` (``PromotionRules``), ``shadow_for`` ("30min"), ``data``
+        (a batch-scoring source: a DataFrame, a file, or {"sql": ..., "con": ...}), ``metrics_port``."""
+        from .maintenance import maintain
+
+        return maintain(self.name, rules=rules, notify=notify, retrain=retrain, **options)
+
+    def maintenance(self) -> Any:
+        """The handle of this name's maintenance (running or not)."""
+        from .maintenance import Maintenance
+
+        return Maintenance(self.name)
+
     def compare(self) -> Any:
         """The name's live version against its candidate on the same requests: agreement, the disagreeing requests,
         accuracy on the labelled ones with an exact paired test, latency and errors (``nbdeploy.compare``)."""

@@ -27,6 +27,7 @@ uses it without loading pandas, numpy, httpx or BentoML.
 from __future__ import annotations
 
 import html
+import json
 import sqlite3
 import time
 from collections.abc import Iterable, Sequence
@@ -371,8 +372,36 @@ def text_table(headers: Sequence[str], body: Iterable[Sequence[Any]]) -> str:
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells)
 
 
+def maintenance_line(name: str) -> str | None:
+    """What a name's scheduler is doing, in one line (``Deployment.maintain``); None when none runs. Read from its
+    state file, so the list costs no import of the maintenance machinery."""
+    folder = config.home() / "deployments" / name / "maintain"
+    try:
+        pid = int((folder / "scheduler.pid").read_text().strip())
+        state = json.loads((folder / "state.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if not pid_alive(pid, f"nbdeploy.maintenance {name}") or not isinstance(state, dict):
+        return None
+    rules = state.get("rules") or {}
+    parts = [f"watching {len(rules)} rule{'' if len(rules) == 1 else 's'}"]
+    firing = sorted(k for k, v in rules.items() if isinstance(v, dict) and v.get("incident"))
+    if firing:
+        parts.append(", ".join(firing) + " firing")
+    retrain = state.get("retrain") or {}
+    if retrain.get("status") == "running":
+        parts.append(f"retraining after {(retrain.get('trigger') or {}).get('rule', 'an alert')}")
+    elif retrain.get("status"):
+        parts.append(f"last retraining {retrain['status']}")
+    return f"{name}: {'; '.join(parts)}"
+
+
 def _footnotes(table: Sequence[Row]) -> list[str]:
     notes = []
+    for name in dict.fromkeys(r.name for r in table):
+        line = maintenance_line(name)
+        if line:
+            notes.append(f"maintenance of {line}")
     for r in table:
         if r.status == "failed" and r.hint:
             notes.append(f"{r.name} v{r.version} is not running (its server died): {r.hint}")
@@ -439,9 +468,9 @@ def html_table(table: Sequence[Row], now: datetime | None = None) -> str:
         ]
         out.append("<tr>" + "".join(f'<td style="{cell}">{v}</td>' for v in values) + "</tr>")
     out.append("</tbody></table>")
-    notes = [n for n in _footnotes(table) if n.startswith("not checked")]
-    if notes:
-        out.append(f'<p style="font-size:12px;color:#57606a">{esc(notes[0])}</p>')
+    notes = [n for n in _footnotes(table) if n.startswith(("not checked", "maintenance of"))]
+    for note in notes:
+        out.append(f'<p style="font-size:12px;color:#57606a;margin:2px 0">{esc(note)}</p>')
     return "".join(out)
 
 

@@ -6,6 +6,7 @@ bash scripts/setup.sh
 bash scripts/podman-setup.sh  # the container target's engine; quiet when installed
 bash scripts/browser-setup.sh  # Debian's chromium for the real-browser panel test; quiet when installed
 bash scripts/postgres-setup.sh  # Debian's PostgreSQL server for the batch-scoring tests; quiet when installed
+bash scripts/prometheus-setup.sh  # Debian's promtool for the alerting-rules tests; quiet when installed
 .venv/bin/nbdeploy base-image build --cache-dir .cache  # present: nothing; cached archive: load; else bootstrap
 .venv/bin/ruff check nbdeploy tests examples bench scripts notebooks/conftest.py
 .venv/bin/ruff format --check nbdeploy tests examples bench scripts notebooks/conftest.py

@@ -49,6 +49,23 @@ class RequestLog:
         frame["time"] = pd.to_datetime(frame["ts"], unit="s", utc=True)
         return frame
 
+    def window(self, after: float, until: float | None = None, limit: int | None = None) -> pd.DataFrame:
+        """Every logged request with ``after < ts <= until`` (oldest first, at most ``limit``): status, latency,
+        the JSON of inputs, outputs and scores, and the latest ground truth sent for it (``y_true``, or None)."""
+        scores = "r.scores" if self._has_column("scores") else "NULL"
+        sql = (
+            f"SELECT r.request_id, r.ts, r.latency_ms, r.status, r.n_rows, r.inputs, r.outputs, {scores} AS scores,"
+            " (SELECT f.y_true FROM feedback f WHERE f.request_id = r.request_id ORDER BY f.ts DESC LIMIT 1)"
+            " AS y_true FROM requests r WHERE r.ts > ?"
+        )
+        args: tuple[Any, ...] = (after,)
+        if until is not None:
+            sql, args = sql + " AND r.ts <= ?", (*args, until)
+        sql += " ORDER BY r.ts"
+        if limit is not None:
+            sql, args = sql + " LIMIT ?", (*args, int(limit))
+        return self._query(sql, args)
+
     def recent_rows(self, schema: dict[str, Any], max_rows: int = 5000) -> tuple[pd.DataFrame, np.ndarray]:
         """The latest successful requests' input rows (as the model saw them) and their predictions."""
         frame = self._query(
