@@ -203,6 +203,39 @@ def _endpoint(args: argparse.Namespace) -> int:
     return 0
 
 
+def _maintenance(args: argparse.Namespace) -> int:
+    """What a name's scheduler does; ``--stop`` ends it, ``--rules-file`` writes its Prometheus rules."""
+    from .maintenance import Maintenance
+
+    m = Maintenance(args.name)
+    if args.stop:
+        m.stop()
+        sys.stdout.write(f"{args.name}: maintenance stopped\n")
+        return 0
+    if args.rules_file:
+        sys.stdout.write(f"{m.prometheus_rules(args.rules_file)}\n")
+        return 0
+    if args.history:
+        frame = m.history()
+        for e in frame.to_dict(orient="records"):
+            version = "" if e["version"] is None or e["version"] != e["version"] else f" v{int(e['version'])}"
+            sys.stdout.write(f"{e['at'][:19]}  {e['action']}{version}  {_json(e['detail'])[:160]}\n")
+        return 0
+    st = m.status()
+    lines = [m.in_flight() or f"{args.name}: no maintenance running"]
+    if st["metrics_url"]:
+        lines.append(f"  metrics   {st['metrics_url']}")
+    for rule, last in (st["last"] or {}).items():
+        seen = "no window closed yet" if not last else f"{last.get('value')} on {last.get('n')} rows"
+        lines.append(f"  {rule:<18} {seen}{'  FIRING' if rule in st['open_incidents'] else ''}")
+    if st["retrain"]:
+        lines.append(f"  retrain   {st['retrain'].get('status')}")
+    if st["last_error"]:
+        lines.append(f"  error     {st['last_error']}")
+    sys.stdout.write("\n".join(lines) + "\n")
+    return 0
+
+
 def _export(args: argparse.Namespace) -> int:
     from . import _api
 
@@ -383,6 +416,12 @@ def parser() -> argparse.ArgumentParser:
         k = sub.add_parser(cmd, help=helptext)
         k.add_argument("name")
         k.set_defaults(func=func)
+    mt = sub.add_parser("maintenance", help="a name's alerting and retraining scheduler: status, history, stop")
+    mt.add_argument("name")
+    mt.add_argument("--stop", action="store_true", help="end the scheduler (the live version keeps serving)")
+    mt.add_argument("--history", action="store_true", help="alerts, retrainings, promotions and rollbacks")
+    mt.add_argument("--rules-file", default=None, help="write the rules as a Prometheus alerting-rules file")
+    mt.set_defaults(func=_maintenance)
     au = sub.add_parser("audit", help="the audit trail: deploys, stops, rollbacks, key changes")
     au.add_argument("name", nargs="?", default=None)
     au.set_defaults(func=_audit)

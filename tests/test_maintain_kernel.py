@@ -6,11 +6,15 @@ webhook receiver exactly once per incident, signed with the secret the kernel ga
 from __future__ import annotations
 
 import json
+import os
 import secrets
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -111,7 +115,12 @@ print(m.pid)
 """
 
 
-def test_the_scheduler_survives_the_kernel_and_a_flapping_signal_notifies_once(kernel, receiver):
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    exe = str(Path(sys.executable).with_name("nbdeploy"))
+    return subprocess.run([exe, *args], capture_output=True, text=True, timeout=120, env=dict(os.environ))
+
+
+def test_the_scheduler_survives_the_kernel_and_a_flapping_signal_notifies_once(kernel, receiver, tmp_path):
     secret = secrets.token_hex(16)  # made up here: no secret lives in the test file
     pid = int(_run(kernel, CELL.format(name=NAME, url=receiver.url, secret=secret)).split()[-1])
     assert is_alive(pid, _marker(NAME))
@@ -155,6 +164,28 @@ def test_the_scheduler_survives_the_kernel_and_a_flapping_signal_notifies_once(k
     assert payload["rule"] == "error_rate" and payload["state"] == "firing" and payload["deployment"] == NAME
     assert payload["incident"] == headers["x-nbdeploy-incident"] == fired[0]["detail"]["incident"]
     assert secret not in json.dumps(events)  # the secret stays in the spec, out of the audit log
-    m.stop()
+    # the gauges the generated Prometheus rules read, on the scheduler's own /metrics
+    from prometheus_client.parser import text_string_to_metric_families
+
+    scraped = {
+        (s.name, s.labels.get("rule")): s.value
+        for f in text_string_to_metric_families(httpx.get(m.metrics_url, trust_env=False).text)
+        for s in f.samples
+    }
+    assert scraped[("nbdeploy_alert_value", "error_rate")] == 0.0  # the last window was clean
+    assert (
+        scraped[("nbdeploy_alert_firing", "error_rate")] == 0.0
+        and scraped[("nbdeploy_alert_breached", "error_rate")] == 0.0
+    )
+    # the terminal sees the same: status, the Prometheus rules file, and the stop
+    shown = _cli("maintenance", NAME)
+    assert shown.returncode == 0 and f"{NAME}: watching 1 rule" in shown.stdout and "/metrics" in shown.stdout
+    history = _cli("maintenance", NAME, "--history").stdout
+    assert "alert-fired v1" in history and "alert-resolved v1" in history
+    rules_file = tmp_path / "alerts.rules.yml"
+    assert _cli("maintenance", NAME, "--rules-file", str(rules_file)).returncode == 0
+    assert 'nbdeploy_alert_value{deployment="night-shift",rule="error_rate"} > 0.2' in rules_file.read_text()
+    stopped = _cli("maintenance", NAME, "--stop")
+    assert stopped.returncode == 0, stopped.stderr
     assert m.pid is None and not is_alive(pid, _marker(NAME))
     assert nbdeploy.audit(NAME)["action"].iloc[-1] == "maintain-stopped"

@@ -31,6 +31,9 @@ from .windows import WindowData, closed_time_windows, count_window, time_window
 
 log = logging.getLogger("nbdeploy.maintenance")
 
+#: the scheduler ends once its name has served nothing for this long (stopped on purpose, or gone)
+GONE_AFTER_S = 5.0
+
 
 class Gauges:
     """The figures the generated Prometheus rules read (``promrules``), on the scheduler's own registry."""
@@ -65,6 +68,7 @@ class Scheduler:
         self.retrain_thread: threading.Thread | None = None
         self.baseline: Baseline | None = None
         self.version: int | None = None
+        self.missing_since: float | None = None
 
     # -- one pass ----------------------------------------------------------------------------------------------
 
@@ -175,8 +179,12 @@ class Scheduler:
     def pass_once(self, now: float | None = None) -> bool:
         """One pass; False once the name has no live version (the scheduler then ends)."""
         rec = live_record(self.reg, self.name)
-        if rec is None:
-            return False
+        if rec is None:  # mid-promotion a name may have a candidate and a standby but no live version for a moment
+            if self.reg.serving(self.name):
+                return True
+            self.missing_since = self.missing_since or time.monotonic()
+            return time.monotonic() - self.missing_since < GONE_AFTER_S
+        self.missing_since = None
         if rec.version != self.version:
             self.bind(rec)
         for rule, tr, payload in self.judge(rec, time.time() if now is None else now):
