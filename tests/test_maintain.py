@@ -208,3 +208,6 @@ def test_a_retrain_that_loses_or_fails_leaves_the_champion_untouched_and_says_wh
     assert nbdeploy.get(name).version == champion.version
     assert [r.version for r in nbdeploy.deployments(all_versions=True).itertuples() if r.name == name] == [1]
     assert m.running()  # the loop goes on watching
+    nbdeploy.get(name).stop()  # stopping the name ends its scheduler by itself
+    until(lambda: m.pid is None, 30, "the scheduler to end with its name")
+    assert _actions(name)[-1]["detail"]["why"] == "the name has no live version"
