@@ -11,6 +11,7 @@ Every step is an audit event with its evidence. Whatever fails, the champion kee
 
 from __future__ import annotations
 
+import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -100,7 +101,7 @@ def offline_gate(
     return passed, evidence
 
 
-def run(name: str, version: int, options: Options, trigger: dict[str, Any], stop: Callable[[], bool]) -> str:
+def run(name: str, version: int, options: Options, trigger: dict[str, Any], stop: threading.Event) -> str:
     """One retraining, start to end; returns the outcome (``promoted``, ``failed``, ``lost``, ``rejected``,
     ``superseded``). Never raises: a failure is an audit event that says why."""
     reg = Registry()
@@ -135,7 +136,7 @@ def run(name: str, version: int, options: Options, trigger: dict[str, Any], stop
         if not passed:
             _event(reg, "retrain-lost", name, version, why="the new model is not better on held-out labelled rows")
             return "lost"
-        if stop():
+        if stop.is_set():
             return "superseded"
         from .._api import deploy
 
@@ -152,7 +153,9 @@ def run(name: str, version: int, options: Options, trigger: dict[str, Any], stop
         return "failed"
 
 
-def _await_promotion(reg: Registry, name: str, champion: int, candidate: int, options: Options, stop: Any) -> str:
+def _await_promotion(
+    reg: Registry, name: str, champion: int, candidate: int, options: Options, stop: threading.Event
+) -> str:
     """Poll the promotion rules on live traffic until they pass (promote), the candidate is significantly worse
     or time runs out (reject), or someone else decided (superseded)."""
     from ..endpoint import promote
@@ -161,7 +164,7 @@ def _await_promotion(reg: Registry, name: str, champion: int, candidate: int, op
     rules = as_rules(options.promotion)
     deadline = time.monotonic() + options.shadow_for_s
     results: list[Any] = []
-    while not stop():
+    while not stop.is_set():
         rec = reg.get(name, candidate)
         if rec.status != CANDIDATE:
             _event(reg, "retrain-superseded", name, candidate, status=rec.status)
@@ -177,5 +180,9 @@ def _await_promotion(reg: Registry, name: str, champion: int, candidate: int, op
             _event(reg, "retrain-rejected", name, candidate, why=why, rules=[str(r) for r in results])
             stop_version(reg, rec)
             return "rejected"
-        time.sleep(2.0)
+        stop.wait(2.0)  # the rules are judged again every 2 s, or the maintenance is stopping
+    _event(
+        reg, "retrain-superseded", name, candidate,
+        why=f"maintenance stopped: v{candidate} stays the candidate, for you to promote or reject",
+    )  # fmt: skip
     return "superseded"

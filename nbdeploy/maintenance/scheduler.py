@@ -168,7 +168,7 @@ class Scheduler:
             self.gauges.retraining.labels(self.name).set(1)
             self.state["retrain"] = {"status": "running", "since": time.time(), "trigger": trigger}
             try:
-                outcome = retrain.run(self.name, version, self.spec.retrain, trigger, self.stopping.is_set)
+                outcome = retrain.run(self.name, version, self.spec.retrain, trigger, self.stopping)
             finally:
                 self.gauges.retraining.labels(self.name).set(0)
             self.state["retrain"] = {"status": outcome, "ended": time.time(), "trigger": trigger}
