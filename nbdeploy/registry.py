@@ -11,7 +11,7 @@ import getpass
 import json
 import socket
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -201,11 +201,24 @@ class Registry:
                 (_now(), _who(), socket.gethostname(), action, name, version, json.dumps(detail, default=str)),
             )
 
-    def events(self, name: str | None = None) -> builtins.list[dict[str, Any]]:
-        where, args = ("WHERE name=?", (name,)) if name else ("", ())
+    def events(
+        self, name: str | None = None, *, actions: Iterable[str] | None = None, last: int | None = None
+    ) -> builtins.list[dict[str, Any]]:
+        """Audit events, oldest first: of ``name`` (else every name), of ``actions`` (else every action), the
+        ``last`` ones only (else all)."""
+        clauses, args = [], []
+        if name:
+            clauses.append("name=?")
+            args.append(name)
+        if actions is not None:
+            wanted = builtins.list(actions)
+            clauses.append(f"action IN ({', '.join('?' * len(wanted))})" if wanted else "0")
+            args += wanted
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        limit = f" LIMIT {int(last)}" if last is not None else ""
         with self._connect() as con:
-            rows = con.execute(f"SELECT * FROM events {where} ORDER BY id", args).fetchall()
-        return [{**dict(zip(r.keys(), r, strict=True)), "detail": json.loads(r["detail"])} for r in rows]
+            rows = con.execute(f"SELECT * FROM events {where} ORDER BY id DESC{limit}", args).fetchall()
+        return [{**dict(zip(r.keys(), r, strict=True)), "detail": json.loads(r["detail"])} for r in reversed(rows)]
 
     def claim(
         self, name: str, version: int, newest_wins: bool = False, **fields: Any

@@ -3,8 +3,10 @@
 One JupyterLab per module: a notebook deploys a 100-feature model twice, sends traffic with 3 features shifted,
 opens ``dep.monitor()``, writes ``dep.report(...)`` and shows ``%monitor`` (the fleet). The tests check that the
 drifted features come first, that selecting one shows its overlay, that hovering shows values, that the time
-range changes the charts, that the fleet lists both deployments and that the report opens with the network
-blocked. JupyterLab, its kernels and the deployments are stopped by PID even when a test fails.
+range changes the charts, that the fleet lists both deployments, that the report opens with the network
+blocked, and that the history draws the audit events the maintenance loop writes, with a toast for an alert that
+fires while the panel is open (and none for one from before). JupyterLab, its kernels and the deployments are
+stopped by PID even when a test fails.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from conftest import CHROMIUM, CHROMIUM_ARGS
 from test_monitor_browser import (
     ARTIFACTS,
     JS_ERRORS,
+    ROOT,
     _free_port,
     _lab_dirs,
     _start_lab,
@@ -33,11 +36,13 @@ from test_monitor_browser import (
 )
 
 import nbdeploy
+from nbdeploy.registry import Registry
 
 pytestmark = pytest.mark.slow
 
 NAMES = ("drift-browser-a", "drift-browser-b")
 SHIFTED = ("f000", "f001", "f002")
+OLD_ALERT = "an alert from before the panel opened"  # the third cell records it
 CELLS = [
     """\
 import threading
@@ -68,6 +73,12 @@ def send():
 for _ in range(40):  # 200 rows first: enough for the drift rule's minimum window
     dep.predict(fresh(5))
 threading.Thread(target=send, daemon=True).start()
+# an alert recorded before the panel opens (as dep.maintain() records them): in the history, never a toast
+from nbdeploy.registry import Registry
+Registry().event(
+    "alert-fired", dep.name, dep.version, rule="drift", quantity="drift", severity="warning", value=0.31,
+    threshold=0.1, op=">", evidence={"rows": 200}, summary="an alert from before the panel opened",
+)
 panel = dep.monitor(interval=1)
 panel""",
     """import time
@@ -107,6 +118,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, Path]]:
             browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
             try:
                 page = browser.new_page(viewport={"width": 1400, "height": 1600})
+                page.add_init_script(JS_RECORD_TOASTS)
                 open_and_run_all(page, url, token)
                 yield page, root
             finally:
@@ -118,6 +130,13 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, Path]]:
             _stop_deployments()
         _stop_lab(proc, url, token)
         _stop_deployments()
+
+
+#: every toast the page ever shows (they hide after 10 s): that none was shown at all is checkable later
+JS_RECORD_TOASTS = """window.nbdToasts = [];
+new MutationObserver((records) => { for (const r of records) for (const n of r.addedNodes)
+  if (n.classList && n.classList.contains('nbd-toast')) window.nbdToasts.push(n.innerText); })
+  .observe(document, { childList: true, subtree: true });"""
 
 
 def _poll(page: Any, js: str, ok: Any, what: str, deadline_s: float = 150) -> Any:
@@ -211,3 +230,67 @@ def test_the_report_opens_with_the_network_blocked(lab):
     finally:
         context.close()
     assert not blocked, blocked
+
+
+JS_EVENTS = """() => [...(document.querySelector('.nbdeploy-panel')?.querySelectorAll('.nbd-event') || [])].map(
+  e => e.dataset.action)"""
+JS_TOASTS = "() => [...document.querySelectorAll('.nbdeploy-panel .nbd-toast')].map(t => t.innerText)"
+#: the element at the top of the notebook's view, with a little of what is above it
+JS_SCROLL_TO_TOP = """(e) => {
+  e.scrollIntoView({ block: "start" });
+  let p = e.parentElement;
+  const scrolls = (q) => q.scrollHeight > q.clientHeight && /(auto|scroll)/.test(getComputedStyle(q).overflowY);
+  while (p && !scrolls(p)) p = p.parentElement;
+  if (p) p.scrollTop -= 12;
+}"""
+JS_HOVER_GATE = """() => {
+  const dot = document.querySelector(".nbdeploy-panel .nbd-event[data-action='retrain-gate']");
+  const b = dot.getBoundingClientRect();
+  dot.dispatchEvent(new MouseEvent("mousemove", { clientX: b.x + 4, clientY: b.y + 4, bubbles: true }));
+  return document.querySelector(".nbdeploy-panel .nbd-tip").innerText;
+}"""
+
+
+def test_the_history_draws_the_events_and_a_new_alert_toasts(lab):
+    page, _ = lab
+    name = NAMES[0]
+    _poll(page, JS_EVENTS, lambda a: a and {"deploy", "alert-fired"} <= set(a), "no history markers")
+    v = nbdeploy.get(name).version
+    reg = Registry()  # what dep.maintain() records: a retraining, its promotion, a rollback, then a new alert
+    reg.event("retrain-started", name, v, trigger={"rule": "drift"})
+    reg.event("retrain-gate", name, v, passed=True, metric="accuracy", rows=1260, champion=0.781, candidate=0.968,
+              gain=0.187, p_value=3e-12, test="McNemar exact")  # fmt: skip
+    reg.event("retrain-shadow", name, v + 1, champion=v)
+    reg.event("promote", name, v + 1, previous=v, forced=False)
+    reg.event("retrain-promoted", name, v + 1, champion=v, rules=[])
+    reg.event("rollback", name, v, replaced=v + 1)
+    summary = f"{name} v{v}: drift = 1.02 (> 0.1) on the 5 min window, 1,480 rows — firing"
+    reg.event("alert-fired", name, v, rule="drift", quantity="drift", severity="critical", value=1.02,
+              threshold=0.1, op=">", evidence={"rows": 1480}, summary=summary, notified=True, sinks=[])  # fmt: skip
+    toasts = _poll(page, JS_TOASTS, lambda t: t and any(summary in x for x in t), "no toast for the new alert")
+    assert len(toasts) == 1 and "critical" in toasts[0], toasts
+    assert not [t for t in page.evaluate("() => window.nbdToasts") if OLD_ALERT in t], "the old alert toasted"
+    # the picture for the docs while the toast shows (it hides after 10 s): the history at the top, the toast beside
+    panel = page.locator(".nbdeploy-panel").first
+    history, toast = panel.locator(".nbd-history"), panel.locator(".nbd-toast").first
+    history.evaluate(JS_SCROLL_TO_TOP)
+    page.wait_for_timeout(300)
+    box, top = history.bounding_box(), toast.bounding_box()
+    x0, y0 = min(box["x"], top["x"]) - 8, min(box["y"], top["y"]) - 4
+    x1, y1 = (
+        max(box["x"] + box["width"], top["x"] + top["width"]) + 8,
+        max(box["y"] + box["height"], top["y"] + top["height"]) + 8,
+    )
+    page.screenshot(path=ROOT / "docs" / "img" / "panel-history.png", clip={"x": x0, "y": y0, "width": x1 - x0,
+                                                                          "height": y1 - y0})  # fmt: skip
+    toast.locator(".nbd-toast-close").click()
+    _poll(page, JS_TOASTS, lambda t: not t, "the toast was not dismissed")
+
+    actions = _poll(page, JS_EVENTS, lambda a: "rollback" in a, "the new events are not on the timeline")
+    assert actions.count("alert-fired") == 2 and {"retrain-gate", "promote", "retrain-promoted"} <= set(actions)
+    kinds = panel.locator(".nbd-event-alert").count(), panel.locator(".nbd-event-promote").count()
+    assert kinds[0] == 2 and kinds[1] >= 3, kinds  # the deploy, the promotion and the retrained one's promotion
+    items = panel.locator(".nbd-history-item").all_inner_texts()
+    assert "drift > 0.1: 1.02 on 1,480 rows (critical)" in items[0] and f"rolled back to v{v}" in items[1], items[:3]
+    tip = page.evaluate(JS_HOVER_GATE)  # the panel redraws every second: hover and read in one go
+    assert "retrain gate passed: accuracy 0.78 → 0.97 on 1,260 held-out rows (McNemar p = 3e-12)" in tip, tip

@@ -12,18 +12,12 @@ from typing import Any
 import pandas as pd
 
 from ..errors import NbdeployError, UsageError
+from ..monitor.history import HISTORY_ACTIONS
 from ..registry import Registry
 from ..targets._process import is_alive, read_since, spawn, stop_group
 from . import store
 from .retrain import Options, RetrainData
 from .rules import AlertRule, as_rules, default_rules, seconds
-
-#: events of the maintenance loop, with the router's and the user's decisions that share its timeline
-HISTORY_ACTIONS = (
-    "maintain-started", "maintain-stopped", "alert-fired", "alert-resolved", "retrain-started", "retrain-skipped",
-    "retrain-failed", "retrain-gate", "retrain-lost", "retrain-shadow", "retrain-promoted", "retrain-rejected",
-    "retrain-superseded", "deploy", "promote", "rollback", "auto-rollback", "reject",
-)  # fmt: skip
 
 
 def _marker(name: str) -> str:
@@ -171,7 +165,7 @@ class Maintenance:
 
     def history(self) -> pd.DataFrame:
         """Alerts, retrainings, shadows, promotions and rollbacks of this name on one timeline, oldest first."""
-        events = [e for e in Registry().events(self.name) if e["action"] in HISTORY_ACTIONS]
+        events = Registry().events(self.name, actions=HISTORY_ACTIONS)
         return pd.DataFrame(events, columns=["id", "at", "who", "host", "action", "name", "version", "detail"])
 
     def prometheus_rules(self, path: str | os.PathLike[str]) -> Any:

@@ -2,7 +2,8 @@
 
 Tiles from the service's ``/metrics`` counters and the request log, traffic and latency per time
 bucket, drift and the prediction distribution against the deploy-time sample, accuracy from
-feedback, AUC, log-loss and calibration of logged probabilities. Tests call ``snapshot`` directly;
+feedback, AUC, log-loss and calibration of logged probabilities, the name's timeline (alerts, retrainings,
+promotions, rollbacks). Tests call ``snapshot`` directly;
 ``figures``, ``html`` and ``widget`` only read its result.
 """
 
@@ -21,6 +22,7 @@ from ..registry import Record, Registry
 from . import metrics
 from .cache import LogCache
 from .drift import DriftThresholds, ReferenceStats, _Categorical, _Numeric, compute, dataset_drifted, histogram
+from .history import timeline
 from .scores import CALIBRATION_COLUMNS, evaluate
 from .source import Source, StatusFn, Watched, watch
 from .store import RequestLog, accuracy_over_time, load_reference, logged_schema
@@ -83,6 +85,8 @@ class PanelData:
     drift_at: float = 0.0  # when the drift part (drift, predictions) was computed
     drift_basis: tuple[int, float] = field(default=(0, 0.0), repr=False)  # successful requests seen then
     scrape: metrics.Scrape | None = field(default=None, repr=False)  # for the next window
+    # the name's latest alerts, retrainings, promotions and rollbacks, oldest first (``history.row``'s dicts)
+    timeline: list[dict[str, Any]] = field(default_factory=list, repr=False)
 
 
 def snapshot(
@@ -137,6 +141,7 @@ def snapshot(
         data.total_requests, data.total_from = len(everything), "log"
         data.errors = int((everything["status"] != 200).sum())
     _drift(data, frame, rec, reqlog, reuse, max_rows, thresholds, drift_every_s, cache)
+    _timeline(data, registry)
     if cache is not None and reuse is not None and not cache.feedback_changed():
         for name in FEEDBACK_FIELDS:  # no new feedback: the same scores
             setattr(data, name, getattr(reuse, name))
@@ -151,6 +156,15 @@ FEEDBACK_FIELDS = (
     "accuracy", "mae", "labelled", "accuracy_over_time", "accuracy_bucket_s", "auc", "log_loss", "scored",
     "positive_class", "calibration",
 )  # fmt: skip
+
+
+def _timeline(data: PanelData, registry: Registry) -> None:
+    """The name's timeline events (one registry query)."""
+    try:
+        data.timeline = timeline(data.name, registry)
+    except Exception as exc:  # a locked or older registry: keep the rest of the panel
+        log.debug("timeline failed", exc_info=True)
+        data.problems.append(f"the history could not be read: {type(exc).__name__}: {exc}")
 
 
 def _scrape(data: PanelData, client: Any = None) -> None:

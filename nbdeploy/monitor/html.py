@@ -9,6 +9,7 @@ import html
 
 from .data import PanelData
 from .figures import accuracy_figure, calibration_figure, predictions_figure, traffic_figure
+from .history import history_html
 from .style import (
     GREY,
     ORANGE,
@@ -125,7 +126,7 @@ def _img(png: bytes, width_px: int) -> str:
 
 
 def static_html(data: PanelData) -> str:
-    """One snapshot as self-contained HTML (tiles, PNGs as data URIs, drift table): for saved notebooks."""
+    """One snapshot as self-contained HTML (tiles, PNGs as data URIs, drift table, history): for saved notebooks."""
     t = tiles(data)
     acc = accuracy_figure(data)
     cal = calibration_figure(data)
@@ -139,6 +140,7 @@ def static_html(data: PanelData) -> str:
         "<div style='display:flex;gap:16px;flex-wrap:wrap;align-items:flex-start;margin-top:6px'>"
         f"<div>{drift_table(data)}</div><div>{_img(acc, 440) if acc else NO_FEEDBACK}</div>"
         f"{f'<div>{_img(cal, 320)}</div>' if cal else ''}</div>"
+        f"{history_html(data.timeline, data.at)}"
         f"{problems}<div style='color:#59636e;font-size:11px;margin-top:4px'>snapshot taken at {clock(data.at)}"
         " &middot; live view: <code>dep.monitor()</code></div></div>"
     )

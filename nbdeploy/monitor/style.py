@@ -8,6 +8,7 @@ from typing import Any
 
 # Colours (GitHub's Primer palette: readable on white, distinguishable for the common colour blindnesses).
 BLUE, ORANGE, RED, GREEN, GREY = "#0969da", "#bc4c00", "#cf222e", "#1a7f37", "#6e7781"
+PURPLE = "#8250df"
 REFERENCE_COLOUR, LIVE_COLOUR = "#8c959f", BLUE
 STATUS_STYLE = {  # drift table rows: background, text
     "drifted": ("#ffebe9", RED),

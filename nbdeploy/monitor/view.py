@@ -135,8 +135,8 @@ def view_model(
     data: PanelData, cache: LogCache | None = None, meta: pd.DataFrame | None = None, drift: bool = True
 ) -> dict[str, Any]:
     """What the browser draws, as JSON-ready values: traffic per time range, accuracy with its Wilson band, the
-    drift table, each feature's distributions and statistic over time, the rule in words (``drift=False``: the
-    drift part left out, when the browser has it already)."""
+    drift table, each feature's distributions and statistic over time, the rule in words, the name's timeline
+    (``drift=False``: the drift part left out, when the browser has it already)."""
     meta = meta if meta is not None else (cache.meta if cache is not None else pd.DataFrame())
     if meta.empty:
         meta = pd.DataFrame({"ts": [], "latency_ms": [], "status": []})
@@ -159,6 +159,7 @@ def view_model(
         "accuracy": _accuracy(data),
         "no_drift": no_drift,
         "tiles_window": fmt_span(data.window_s) if data.window_s else "",
+        "timeline": data.timeline,
     }
     if not drift:
         for key in DRIFT_KEYS:
@@ -176,12 +177,17 @@ def _widget_class() -> Any:
         _esm = script()
         data = traitlets.Dict().tag(sync=True)  # traffic, accuracy, tiles: every refresh (a few kB)
         drift = traitlets.Dict().tag(sync=True)  # table, distributions, history: only when drift was judged
+        timeline = traitlets.List(traitlets.Dict()).tag(sync=True)  # alerts, retrainings...: when one was added
 
         def show(self, model: dict[str, Any]) -> None:
-            """Send ``view_model``'s output: the drift part only when it changed (its ``drift_at``)."""
+            """Send ``view_model``'s output: the drift part only when it changed (its ``drift_at``), the timeline
+            only when it did."""
             part = {k: model.pop(k) for k in DRIFT_KEYS if k in model}
             if part and part != self.drift:
                 self.drift = part
+            events = model.pop("timeline", None)
+            if events is not None and events != self.timeline:
+                self.timeline = events
             self.data = model
 
     return ChartsView

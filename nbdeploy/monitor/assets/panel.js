@@ -3,8 +3,12 @@
 // Interaction (time range, zoom, hover, search, sort, the selected feature) stays in the browser.
 const NS = "http://www.w3.org/2000/svg";
 const C = { ref: "#8c959f", live: "#0969da", red: "#cf222e", green: "#1a7f37", orange: "#bc4c00", muted: "#59636e",
-            grid: "#eaeef2", band: "rgba(9,105,218,0.15)" };
+            grid: "#eaeef2", band: "rgba(9,105,218,0.15)", purple: "#8250df", grey: "#6e7781" };
 const RANGES = [["5m", "5 min"], ["1h", "1 h"], ["24h", "24 h"], ["all", "all"]];
+// the timeline's lanes, top to bottom (monitor.history.KINDS), and an alert's colour by severity
+const KINDS = [["alert", C.red], ["retrain", C.live], ["promote", C.green], ["rollback", C.purple], ["other", C.grey]];
+const SEVERITY = { critical: C.red, warning: C.orange, info: C.live };
+const TOAST_MS = 10000, TOASTS = 3, LATEST = 8;
 
 function h(tag, attrs, ...kids) {
   const e = document.createElement(tag);
@@ -27,6 +31,12 @@ function fmt(v, d = 3) {
   return Number.isInteger(v) ? v.toLocaleString() : v.toFixed(d);
 }
 function clock(t) { return new Date(t * 1000).toLocaleTimeString([], { hour12: false }); }
+function esc(v) { return String(v).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`); }
+// a time on an axis that may span days: the date too when it does
+function when(t, span) {
+  if (span <= 72000) return clock(t);
+  return new Date(t * 1000).toLocaleString([], { month: "short", day: "numeric", hour: "2-digit", minute: "2-digit", hour12: false });
+}
 function pct(v) { return v == null ? "–" : (100 * v).toFixed(1) + " %"; }
 
 function tipOf(root) {
@@ -211,6 +221,88 @@ function detail(root, data, state) {
   return box;
 }
 
+// The name's alerts, retrainings, promotions and rollbacks: one lane per kind on a time axis from the first event to
+// now (hover a marker for its text), and the latest few events in words, newest first.
+function history(root, data) {
+  const rows = data.timeline || [], colour = Object.fromEntries(KINDS);
+  const box = h("div", { class: "nbd-history" }, h("div", { class: "nbd-title" }, h("b", {}, "History"),
+    h("span", { class: "nbd-muted" }, ` · alerts, retrainings, promotions and rollbacks of ${data.name}, every version (${rows.length} event${rows.length === 1 ? "" : "s"})`)));
+  if (!rows.length) { box.append(h("div", { class: "nbd-muted" }, "Nothing yet: dep.maintain() records its alerts and retrainings here.")); return box; }
+  const W = 720, L = 64, R = 12, T = 6, lane = 16, H = T + lane * KINDS.length + 20;
+  const svg = s("svg", { width: W, height: H, class: "nbd-chart nbd-timeline", viewBox: `0 0 ${W} ${H}` });
+  const t1 = Math.max(data.at, rows[rows.length - 1].t), t0 = Math.min(t1 - 60, rows[0].t), span = Math.max(t1 - t0, 1);
+  const x = (t) => L + (W - L - R) * (t - t0) / span, y = (kind) => T + lane * KINDS.findIndex(([k]) => k === kind) + lane / 2;
+  for (const [kind, c] of KINDS) {
+    svg.append(s("line", { x1: L, x2: W - R, y1: y(kind), y2: y(kind), stroke: C.grid }));
+    svg.append(Object.assign(s("text", { x: 4, y: y(kind) + 3, "font-size": 10, fill: c }), { textContent: kind }));
+  }
+  for (let k = 0; k <= 3; k++) {
+    const t = t0 + span * k / 3;
+    svg.append(Object.assign(s("text", { x: x(t), y: H - 5, "font-size": 9, fill: C.muted,
+      "text-anchor": k === 0 ? "start" : k === 3 ? "end" : "middle" }), { textContent: when(t, span) }));
+  }
+  for (const r of rows) {
+    const dot = s("circle", { cx: x(r.t), cy: y(r.kind), r: 4.5, fill: colour[r.kind] || C.grey, "fill-opacity": 0.85,
+      stroke: "#fff", class: `nbd-event nbd-event-${r.kind}`, "data-action": r.action, "data-id": r.id, "aria-label": r.text });
+    const tip = `${when(r.t, span)} · ${r.action}${r.version != null ? " · v" + r.version : ""}<br><b>${esc(r.text)}</b>`;
+    dot.addEventListener("mousemove", (evt) => showTip(root, evt, tip));
+    dot.addEventListener("mouseleave", () => hideTip(root));
+    svg.append(dot);
+  }
+  box.append(svg);
+  const list = h("ul", { class: "nbd-history-list" });
+  for (const r of rows.slice(-LATEST).reverse()) {
+    list.append(h("li", { class: "nbd-history-item", "data-kind": r.kind, "data-action": r.action },
+      h("span", { style: `color:${colour[r.kind] || C.grey}` }, "● "), h("span", { class: "nbd-muted" }, when(r.t, t1 - r.t) + " "), r.text));
+  }
+  box.append(list);
+  return box;
+}
+
+// A toast for each alert that fired since the panel was first drawn: what was there when it opened is old news.
+function toastAlerts(el, data, state) {
+  if (!data.timeline) return;
+  const fired = data.timeline.filter((r) => r.action === "alert-fired");
+  const newest = Math.max(0, ...fired.map((r) => r.id));
+  if (state.alertsSeen == null) { state.alertsSeen = newest; return; }
+  for (const r of fired) if (r.id > state.alertsSeen) toast(el, r);
+  state.alertsSeen = Math.max(state.alertsSeen, newest);
+}
+// Toasts stand at the top right of the part of the panel in view (a notebook scrolls inside its own elements).
+function placeToasts(el) {
+  const stack = el.querySelector(".nbd-toast-stack");
+  if (!stack) return;
+  let top = 0;
+  for (let p = el.parentElement; p; p = p.parentElement) {
+    if (/(auto|scroll|hidden)/.test(getComputedStyle(p).overflowY)) top = Math.max(top, p.getBoundingClientRect().top);
+  }
+  const box = el.getBoundingClientRect(), want = Math.max(8, top - box.top + 8);
+  stack.style.top = Math.max(8, Math.min(want, box.height - stack.offsetHeight - 8)) + "px";
+}
+function toast(el, r) {
+  let stack = el.querySelector(".nbd-toast-stack");
+  if (!stack) {
+    stack = h("div", { class: "nbd-toast-stack" });
+    el.prepend(stack);
+    if (getComputedStyle(el).position === "static") el.style.position = "relative";
+    const place = () => {
+      if (!stack.isConnected) { document.removeEventListener("scroll", place, true); window.removeEventListener("resize", place); }
+      else if (stack.children.length) placeToasts(el);
+    };
+    document.addEventListener("scroll", place, { capture: true, passive: true });
+    window.addEventListener("resize", place);
+  }
+  const colour = SEVERITY[r.severity] || C.orange;
+  const box = h("div", { class: "nbd-toast", role: "alert", "data-severity": r.severity, "data-id": r.id, style: `border-left-color:${colour}` },
+    h("button", { class: "nbd-toast-close", title: "dismiss", "aria-label": "dismiss", onclick: () => box.remove() }, "×"),
+    h("div", { class: "nbd-toast-head" }, h("b", { style: `color:${colour}` }, r.severity || "alert"), ` alert fired · ${clock(r.t)}`),
+    h("div", { class: "nbd-toast-body" }, r.summary || r.text));
+  stack.append(box);
+  while (stack.children.length > TOASTS) stack.firstChild.remove();
+  placeToasts(el);
+  setTimeout(() => box.remove(), TOAST_MS);
+}
+
 function nbdeployPanel(el, data, state) {
   state = state || {};
   state.range = state.range || "1h"; state.sort = state.sort || { key: "default", dir: -1 };
@@ -266,6 +358,7 @@ function nbdeployPanel(el, data, state) {
   } else {
     root.append(h("div", { class: "nbd-muted" }, data.no_drift || "no drift table yet"));
   }
+  if (data.timeline) root.append(history(root, data));
   const sc = root.querySelector(".nbd-scroll"); if (sc) sc.scrollTop = keepScroll;
   if (typing) { const ns = root.querySelector(".nbd-search"); if (ns) { ns.focus(); ns.setSelectionRange(ns.value.length, ns.value.length); } }
   if (state.pointer) {
@@ -300,6 +393,15 @@ const CSS = `
 .nbd-root .nbd-detail{display:flex;flex-direction:column;gap:6px}
 .nbd-root .nbd-title{font-size:12px}
 .nbd-root .nbd-more{color:#59636e;padding:4px}
+.nbd-root .nbd-history{margin:8px 0 4px;display:flex;flex-direction:column;gap:4px}
+.nbd-root .nbd-timeline{cursor:default}
+.nbd-root .nbd-event:hover{stroke:#1f2328}
+.nbd-root .nbd-history-list{margin:0;padding:0;list-style:none;line-height:1.6}
+.nbd-toast-stack{position:absolute;right:8px;top:8px;z-index:30;display:flex;flex-direction:column;gap:6px;width:380px;max-width:90%}
+.nbd-toast{position:relative;background:#fff;border:1px solid #d0d7de;border-left:4px solid #bc4c00;border-radius:6px;
+ box-shadow:0 4px 12px rgba(0,0,0,.18);padding:8px 28px 8px 10px;font:12px system-ui,sans-serif;color:#1f2328;line-height:1.4}
+.nbd-toast-head{margin-bottom:2px}
+.nbd-toast-close{position:absolute;top:2px;right:4px;border:none;background:none;font-size:16px;line-height:1;cursor:pointer;color:#59636e}
 `;
 
 function nbdeployStyle(el) {
@@ -310,9 +412,16 @@ export default {
   render({ model, el }) {
     nbdeployStyle(el);
     const state = {};
-    const draw = () => { const d = model.get("data"); if (d && d.at) nbdeployPanel(el, { ...model.get("drift"), ...d }, state); };
+    const draw = () => {
+      const d = model.get("data");
+      if (!d || !d.at) return;
+      const data = { ...model.get("drift"), ...d, timeline: model.get("timeline") };
+      nbdeployPanel(el, data, state);
+      toastAlerts(el, data, state);
+    };
     model.on("change:data", draw);
     model.on("change:drift", draw);
+    model.on("change:timeline", draw);
     draw();
   },
 };
