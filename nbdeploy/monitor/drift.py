@@ -64,18 +64,27 @@ HIST_BINS = 24
 def psi(reference: np.ndarray, current: np.ndarray, bins: int = 10) -> float:
     """Population stability index over the reference's quantile bins."""
     edges = np.unique(np.quantile(reference, np.linspace(0, 1, bins + 1)))
-    return _psi(np.sort(reference), edges, current)
+    return _psi(np.sort(reference), edges, np.sort(current))
 
 
-def _psi(ref_sorted: np.ndarray, edges: np.ndarray, current: np.ndarray) -> float:
+def _psi(ref_sorted: np.ndarray, edges: np.ndarray, current: np.ndarray, ref_shares: np.ndarray | None = None) -> float:
+    """PSI of ``current`` (sorted) against the reference's quantile bins; ``ref_shares``: the reference's shares in
+    them, when already known."""
     if len(edges) < 2 or not len(ref_sorted) or not len(current):
         return 0.0
     inner = edges[1:-1]
-    ref = np.diff(np.searchsorted(ref_sorted, inner, "right"), prepend=0, append=len(ref_sorted)) / len(ref_sorted)
-    cur_sorted = np.sort(current)
-    cur = np.diff(np.searchsorted(cur_sorted, inner, "right"), prepend=0, append=len(cur_sorted)) / len(cur_sorted)
+    ref = _shares(ref_sorted, inner) if ref_shares is None else ref_shares
+    cur = _shares(current, inner)
     ref, cur = ref + 1e-6, cur + 1e-6
     return float(np.sum((cur - ref) * np.log(cur / ref)))
+
+
+def _shares(sorted_values: np.ndarray, inner_edges: np.ndarray) -> np.ndarray:
+    """The share of (sorted) values in each bin between consecutive edges, the ends open."""
+    bounds = np.empty(len(inner_edges) + 2)
+    bounds[0], bounds[-1] = 0, len(sorted_values)
+    bounds[1:-1] = np.searchsorted(sorted_values, inner_edges, "right")
+    return (bounds[1:] - bounds[:-1]) / len(sorted_values)
 
 
 def _is_numeric(s: pd.Series) -> bool:
@@ -89,6 +98,7 @@ class _Numeric:
     psi_edges: np.ndarray
     lo: float
     hi: float
+    psi_shares: np.ndarray | None = None  # the reference's shares in its own PSI bins
 
 
 @dataclass
@@ -127,17 +137,22 @@ class ReferenceStats:
             return
         edges = np.unique(np.quantile(values, np.linspace(0, 1, 11)))
         lo, hi = np.quantile(values, [0.005, 0.995])
-        self.features[name] = _Numeric(values, float(np.std(values)) or 1.0, edges, float(lo), float(hi))
+        shares = _shares(values, edges[1:-1]) if len(edges) >= 2 else None
+        self.features[name] = _Numeric(values, float(np.std(values)) or 1.0, edges, float(lo), float(hi), shares)
 
 
 def _ks_wasserstein(ref: np.ndarray, cur: np.ndarray) -> tuple[float, float]:
-    """(KS statistic, Wasserstein-1 distance) of two sorted samples, from one merge of their values."""
+    """(KS statistic, Wasserstein-1 distance) of two sorted samples, from one stable merge of their values: each
+    empirical CDF is a running count of where the merged values came from; a tie is read at its last position."""
     both = np.concatenate([ref, cur])
-    both.sort(kind="mergesort")
-    cdf_r = np.searchsorted(ref, both, "right") / len(ref)
-    cdf_c = np.searchsorted(cur, both, "right") / len(cur)
-    gap = np.abs(cdf_r - cdf_c)
-    return float(gap.max()), float(np.sum(gap[:-1] * np.diff(both)))
+    order = np.argsort(both, kind="stable")  # two sorted runs: a linear merge
+    merged = both[order]
+    from_ref = order < len(ref)
+    gap = np.abs(np.cumsum(from_ref) / len(ref) - np.cumsum(~from_ref) / len(cur))
+    last = np.empty(len(merged), dtype=bool)
+    np.not_equal(merged[1:], merged[:-1], out=last[:-1])
+    last[-1] = True
+    return float(gap[last].max()), float(np.dot(gap[:-1], merged[1:] - merged[:-1]))
 
 
 def _ks_p(d: float, n: int, m: int) -> float:
@@ -158,34 +173,33 @@ def histogram(ref: np.ndarray, cur: np.ndarray, lo: float, hi: float, bins: int 
     inner = edges[1:-1]
 
     def shares(values: np.ndarray) -> list[float]:
-        if not len(values):
-            return [0.0] * bins
-        counts = np.diff(np.searchsorted(values, inner, "right"), prepend=0, append=len(values))
-        return [round(float(c) / len(values), 5) for c in counts]
+        return _shares(values, inner).round(5).tolist() if len(values) else [0.0] * bins
 
-    return {"edges": [float(f"{e:.6g}") for e in edges], "reference": shares(ref), "live": shares(cur)}
+    return {"edges": [float(f"{e:.6g}") for e in edges.tolist()], "reference": shares(ref), "live": shares(cur)}
 
 
 def _judge_numeric(name: str, r: _Numeric, values: np.ndarray, t: DriftThresholds, n_ref: int) -> dict[str, Any]:
-    values = np.sort(values[~np.isnan(values)])
+    """``values``: the live window's, sorted, without NaN (as ``_judge`` keeps them for the overlay)."""
     row: dict[str, Any] = {"feature": name, "kind": "numeric", "n_reference": n_ref, "n_current": len(values)}
     if len(values) < t.min_current or not n_ref:
         return {**row, **_blank()}
     d, w = _ks_wasserstein(r.values, values)
     return {
         **row, "test": "ks", "statistic": d, "p_value": _ks_p(d, n_ref, len(values)), "effect": w / r.scale,
-        "threshold": t.wasserstein, "psi": _psi(r.values, r.psi_edges, values),
+        "threshold": t.wasserstein, "psi": _psi(r.values, r.psi_edges, values, r.psi_shares),
     }  # fmt: skip
 
 
 def category_counts(cur: pd.Series) -> dict[str, float]:
-    """Counts per category as strings, missing values left out (numpy: a tenth of pandas' value_counts)."""
-    arr = cur.to_numpy(dtype=object)
-    arr = arr[pd.notna(arr)]
-    if not len(arr):
-        return {}
-    keys, counts = np.unique(arr.astype(str), return_counts=True)
-    return dict(zip(keys.tolist(), counts.astype(float).tolist(), strict=True))
+    """Counts per category as strings, missing values left out (factorize and bincount: a fifth of pandas'
+    value_counts)."""
+    codes, uniques = pd.factorize(cur.to_numpy(dtype=object), use_na_sentinel=True)
+    counts = np.bincount(codes[codes >= 0], minlength=len(uniques))
+    out: dict[str, float] = {}
+    for key, n in zip(uniques.tolist(), counts.tolist(), strict=True):
+        if n:
+            out[str(key)] = out.get(str(key), 0.0) + float(n)  # 1 and "1" are one category as strings
+    return out
 
 
 def _judge_categorical(
