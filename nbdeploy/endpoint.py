@@ -613,8 +613,10 @@ def answered_by(name: str, request_ids: list[str], default: int) -> dict[int, li
     store = config.name_dir(name) / STORE_FILE
     found: dict[str, int] = {}
     ep = load(name) if store.exists() and request_ids else None
-    # behind a split the router logs who answered within 0.2 s: wait that long for ids it has not written yet
-    deadline = time.monotonic() + (1.0 if ep is not None and ep.candidate and ep.candidate.mode == "split" else 0.0)
+    # the router logs who answered within 0.2 s: while two versions may have answered (a split, a shadow about to
+    # be promoted, the watch after a promotion), wait that long for ids it has not written yet
+    two = ep is not None and (ep.candidate is not None or ep.watch is not None)
+    deadline = time.monotonic() + (1.0 if two else 0.0)
     while ep is not None:
         _served_by(store, [r for r in request_ids if r not in found], found)
         if len(found) == len(set(request_ids)) or time.monotonic() >= deadline:

@@ -107,7 +107,8 @@ def test_an_identical_shadow_agrees_fully_and_promotes(live, models, frame):
     _traffic(live, frame[:150])
     cmp = _compared(150)
     assert cmp.summary["agreement"] == 1.0 and cmp.disagreements.empty
-    cand.promote(watch_s=5)
+    # agreement is what this test is about: on a loaded CI machine a shadow's p95 can stray past 10 % + 5 ms
+    cand.promote(watch_s=5, rules={"latency_slack_ms": 100.0})
     assert nbdeploy.get(NAME).version == cand.version
     assert nbdeploy.get_endpoint(NAME).url == live.endpoint_url  # the callers' URL did not move
 
@@ -138,7 +139,7 @@ def test_labels_decide_with_mcnemar(live, models, frame, labels, which, promotes
     assert cmp.summary["p_value"] < 0.05  # either way the difference is significant
     if promotes:
         assert cmp.summary["difference"] == pytest.approx(0.05)
-        cand.promote(watch_s=5)
+        cand.promote(watch_s=5, rules={"latency_slack_ms": 100.0})  # labels decide here, not timer noise
         assert nbdeploy.get(NAME).version == cand.version
     else:
         with pytest.raises(PromotionRefused, match="not worse on labels"):

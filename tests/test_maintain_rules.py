@@ -153,3 +153,14 @@ def test_time_windows_tumble_on_the_clock_and_only_closed_ones_count() -> None:
     assert closed_time_windows(100.0, 130.0, 10.0) == [(100.0, 110.0), (110.0, 120.0)]  # 120-130 not closed yet
     assert closed_time_windows(105.0, 121.0, 10.0) == [(100.0, 110.0)]  # the window the cursor is in; 2 s grace
     assert closed_time_windows(110.0, 111.0, 10.0) == []
+
+
+def test_a_delayed_rule_waits_for_late_labels_and_says_so() -> None:
+    rule = AlertRule("accuracy", window="1min", delay="10min", min_rows=50)
+    assert rule.delay_s == 600 and "judged 600 s after it closes" in rule.describe()
+    assert "(≥ 50 labelled rows)" in rule.describe()
+    assert "(≥" not in AlertRule("volume").describe()
+    assert "over 500-request windows (≥ 200 rows)" in AlertRule("drift", window_requests=500).describe()
+    # the scheduler asks for windows closed before now - delay: none of the last ten minutes yet
+    now = 10_000.0
+    assert closed_time_windows(9_000.0, now - rule.delay_s, rule.window_s)[-1][1] <= now - 600

@@ -166,7 +166,8 @@ class Maintenance:
     def history(self) -> pd.DataFrame:
         """Alerts, retrainings, shadows, promotions and rollbacks of this name on one timeline, oldest first."""
         events = Registry().events(self.name, actions=HISTORY_ACTIONS)
-        return pd.DataFrame(events, columns=["id", "at", "who", "host", "action", "name", "version", "detail"])
+        frame = pd.DataFrame(events, columns=["id", "at", "who", "host", "action", "name", "version", "detail"])
+        return frame.astype({"version": "Int64"})  # as nbdeploy.audit: start and stop have no version
 
     def prometheus_rules(self, path: str | os.PathLike[str]) -> Any:
         """The same rules as a Prometheus alerting-rules file (for Alertmanager), reading this scheduler's

@@ -105,8 +105,7 @@ def run(name: str, version: int, options: Options, trigger: dict[str, Any], stop
     """One retraining, start to end; returns the outcome (``promoted``, ``failed``, ``lost``, ``rejected``,
     ``superseded``). Never raises: a failure is an audit event that says why."""
     reg = Registry()
-    since = time.time() - options.lookback_s
-    _event(reg, "retrain-started", name, version, trigger=trigger, since=since)
+    since = time.time() - options.lookback_s  # "retrain-started" is the scheduler's, written before this runs
     try:
         if options.fn is None:
             raise NbdeployError("no retrain function was given to maintain()")

@@ -73,6 +73,7 @@ class AlertRule:
     percentile: float = 95.0
     features: list[str] | None = None
     fdr: float = 0.05
+    delay: str | float = 0.0
     notify_resolved: bool = False
     labels: dict[str, str] = field(default_factory=dict)
 
@@ -96,6 +97,7 @@ class AlertRule:
             raise UsageError(f"rule name {self.name!r}: letters, digits and underscores only (it is a metric label)")
         self.window_s  # noqa: B018 (validates the window)
         self.cooldown_s  # noqa: B018
+        self.delay_s  # noqa: B018
         if self.window_requests is not None and self.window_requests < 1:
             raise UsageError(f"rule {self.name!r}: window_requests must be at least 1")
         if self.window_requests is not None and self.quantity == "volume":
@@ -112,6 +114,12 @@ class AlertRule:
         if s <= 0:
             raise UsageError(f"rule {self.quantity!r}: the window must be longer than 0 s")
         return s
+
+    @property
+    def delay_s(self) -> float:
+        """How long after a window closes it is judged: labels come back late (an accuracy rule judged the moment
+        its window closes sees only the labels sent by then)."""
+        return seconds(self.delay, f"rule {self.quantity!r} delay")
 
     @property
     def cooldown_s(self) -> float:
@@ -136,7 +144,7 @@ class AlertRule:
     @property
     def window_words(self) -> str:
         if self.window_requests is not None:
-            return f"{self.window_requests:,} requests"
+            return f"{self.window_requests:,}-request"
         s = self.window_s
         return f"{s / 3600:g} h" if s >= 3600 and s % 3600 == 0 else f"{s / 60:g} min" if s >= 60 else f"{s:g} s"
 
@@ -144,10 +152,11 @@ class AlertRule:
         """``drift > 0.1 over 5 min windows (≥ 200 rows), 2 in a row; warning`` and the like."""
         q = self.name if self.quantity != "latency" else f"p{self.percentile:g} latency (ms)"
         times = f", {self.for_windows} in a row" if self.for_windows > 1 else ""
-        return (
-            f"{q} {self.op} {self.threshold:g} over {self.window_words} windows (≥ {self.min_rows:,} rows){times}; "
-            f"{self.severity}"
-        )
+        unit = {"error_rate": "requests", "latency": "requests", "accuracy": "labelled rows", "mae": "labelled rows",
+                "estimated_accuracy": "rows with probabilities"}.get(self.quantity, "rows")  # fmt: skip
+        least = "" if self.quantity == "volume" else f" (≥ {self.min_rows:,} {unit})"
+        late = f", judged {self.delay_s:g} s after it closes" if self.delay_s else ""
+        return f"{q} {self.op} {self.threshold:g} over {self.window_words} windows{least}{times}{late}; {self.severity}"
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -86,6 +86,10 @@ class Scheduler:
                         incident=open_incident, why=f"v{rec.version} is live now",
                     )  # fmt: skip
             now = time.time()
+            for rule in self.spec.rules:  # the gauges speak of the live version: the old one's figures go
+                self.gauges.value.labels(self.name, rule.name, rule.quantity).set(math.nan)
+                self.gauges.breached.labels(self.name, rule.name).set(0)
+                self.gauges.firing.labels(self.name, rule.name, rule.severity).set(0)
             self.state = {
                 **self.state,
                 "version": rec.version,
@@ -113,14 +117,14 @@ class Scheduler:
     def _windows(self, rule: AlertRule, st: dict[str, Any], log_: RequestLog, schema: Any, now: float,
                  cache: dict[tuple[float, float], WindowData]) -> Any:  # fmt: skip
         if rule.window_requests is None:
-            for start, end in closed_time_windows(float(st["cursor"]), now, rule.window_s):
+            for start, end in closed_time_windows(float(st["cursor"]), now - rule.delay_s, rule.window_s):
                 key = (start, end)
                 if key not in cache:
                     cache[key] = time_window(log_, schema, start, end)
                 yield cache[key]
             return
         while True:
-            w = count_window(log_, schema, float(st["cursor"]), rule.window_requests, now)
+            w = count_window(log_, schema, float(st["cursor"]), rule.window_requests, now - rule.delay_s)
             if w is None:
                 return
             st["cursor"] = w.end
@@ -163,6 +167,7 @@ class Scheduler:
         version = self.version
         assert version is not None
         trigger = {k: trigger[k] for k in ("rule", "incident", "value", "threshold", "window_end")}
+        self.reg.event("retrain-started", self.name, version, trigger=trigger, lookback_s=self.spec.retrain.lookback_s)
 
         def work() -> None:
             self.gauges.retraining.labels(self.name).set(1)
@@ -190,6 +195,7 @@ class Scheduler:
         for rule, tr, payload in self.judge(rec, time.time() if now is None else now):
             self.act(rule, tr, payload)
         self.state["heartbeat"] = time.time()
+        self.state.pop("last_error", None)  # a pass went through: an old failure is no longer news
         store.save_state(self.name, self.state)
         return True
 
