@@ -140,6 +140,17 @@ NOTEBOOK_CHECKS: dict[str, tuple[dict[str, object], list[str]]] = {
             "requests marked as batch",
         ],
     ),
+    "maintenance.ipynb": (
+        {"name": "docs-maintain"},
+        [
+            "drift fired on stream window 11 (the shift began at 10)",
+            "offline gate passed",
+            "promoted v2 (the champion was v1)",
+            "maintenance of docs-maintain: watching 5 rules; last retraining promoted",
+            "nbdeploy_alert_firing for drift = 1, nbdeploy_retrain_in_flight = 1",
+            "stopped | maintenance running: False | versions still running: []",
+        ],
+    ),
     # Deploys nothing (no cluster here), so no names to pass: manifests() only gives its default name a key.
     "kubernetes.ipynb": (
         {},
