@@ -186,8 +186,14 @@ def test_monitor_magic(served):
 # -------------------------------------------------------------------------------- no server: a recorded log
 
 
-def _recorded(name: str, predict: Callable[[pd.DataFrame], Any], feedback: Callable[[Any], Any] | None) -> Any:
-    """A stopped deployment whose request log and reference were written as the service writes them."""
+def _recorded(
+    name: str,
+    predict: Callable[[pd.DataFrame], Any],
+    feedback: Callable[[Any], Any] | None,
+    proba: Callable[[pd.DataFrame], Any] | None = None,
+) -> Any:
+    """A stopped deployment whose request log and reference were written as the service writes them (``proba``:
+    the requests were predict_proba's, of classes 0 and 1)."""
     rng = np.random.default_rng(7)
     X = pd.DataFrame({"tenure": rng.integers(0, 72, 300), "monthly": rng.normal(70, 20, 300).round(2)})
     reg = Registry()
@@ -204,9 +210,10 @@ def _recorded(name: str, predict: Callable[[pd.DataFrame], Any], feedback: Calla
         rid = uuid.uuid4().hex[:16]
         status = 400 if i % 20 == 19 else 200
         ok = status == 200
+        scores = {"method": "predict_proba", "classes": [0, 1], "values": proba(live)} if proba and ok else None
         recorder._put(  # the service's own record, with chosen times
             ("request", (rid, now - 120 + i, 3.0 + i % 5, status, live.to_dict("records") if ok else None,
-                         preds if ok else None, None if ok else "column 'tenure': bad"))
+                         preds if ok else None, None if ok else "column 'tenure': bad", scores))
         )  # fmt: skip
         if feedback is not None and ok:
             recorder._put(("feedback", (rid, now, feedback(preds))))

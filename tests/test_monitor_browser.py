@@ -1,10 +1,10 @@
 """The live monitoring panel in a real JupyterLab, in headless Chromium driven by Playwright.
 
-A notebook deploys a model, opens ``dep.monitor()`` and sends traffic from a background thread;
-the test waits until the panel's request-count tile shows a number that rose, then saves
-screenshots into ``test-artifacts/``. JupyterLab (with its kernels), the browser and the
-deployment are stopped by PID even when the test fails. Chromium comes from Debian
-(``scripts/browser-setup.sh``): Playwright's own browser download does not work here.
+A notebook deploys a model, opens ``dep.monitor()`` and sends traffic from a background thread (a third of
+it ``predict_proba`` with feedback); the test waits until the panel's request-count tile shows a number that rose
+and the calibration chart draws its bins (hover shows one), then saves screenshots into ``test-artifacts/``.
+JupyterLab (with its kernels), the browser and the deployment are stopped by PID even when the test fails.
+Chromium comes from Debian (``scripts/browser-setup.sh``): Playwright's own browser download does not work here.
 """
 
 from __future__ import annotations
@@ -57,9 +57,11 @@ def send_traffic():
     i = 0
     while not traffic_stop.wait(0.05):
         rows = X.iloc[600 + i % 200 : 600 + i % 200 + 4]
-        dep.predict(rows)
-        if i % 3 == 0:  # ground truth for a third of the requests: the accuracy chart
+        if i % 3 == 0:  # probabilities and ground truth for a third of the requests: accuracy and calibration
+            dep.predict_proba(rows)
             dep.feedback(dep.last_request_id, y.iloc[600 + i % 200 : 600 + i % 200 + 4].to_numpy())
+        else:
+            dep.predict(rows)
         i += 4
 
 threading.Thread(target=send_traffic, name="traffic", daemon=True).start()
@@ -86,6 +88,14 @@ JS_ERRORS = """() => [...document.querySelectorAll('.jp-NotebookPanel .jp-Output
   .map(o => o.innerText)"""
 
 JS_TILE = """() => { const t = document.querySelector('.nbdeploy-tile-requests'); return t ? t.innerText : null; }"""
+#: hover the calibration chart's middle bin and read the tooltip in one go (the panel redraws every second)
+JS_HOVER_CALIBRATION = """() => {
+  const bins = [...document.querySelectorAll('.nbdeploy-panel svg.nbd-calibration .nbd-cal-bin')];
+  if (!bins.length) return null;
+  const bin = bins[Math.floor(bins.length / 2)], b = bin.getBoundingClientRect();
+  bin.dispatchEvent(new MouseEvent("mousemove", { clientX: b.x + 2, clientY: b.y + 20, bubbles: true }));
+  return document.querySelector('.nbdeploy-panel .nbd-tip')?.innerText;
+}"""
 
 
 # ---------------------------------------------------------------------------------------------- processes
@@ -271,6 +281,12 @@ def test_live_panel_in_jupyterlab(tmp_path):
                         break  # rose, and enough traffic for the screenshot to show something
                     assert time.monotonic() < end, f"the request tile did not rise: first {first}, now {shown}"
                     page.wait_for_timeout(250)
+                tip, end = None, time.monotonic() + 60  # the calibration of the logged probabilities, as SVG
+                while not (tip and "rows" in tip and "observed" in tip and "mean predicted" in tip):
+                    assert time.monotonic() < end, f"no calibration chart with a tooltip: {tip!r}"
+                    page.wait_for_timeout(250)
+                    tip = page.evaluate(JS_HOVER_CALIBRATION)
+                assert page.locator(".nbdeploy-panel svg.nbd-calibration circle").count() >= 2
                 page.locator(".nbdeploy-panel").first.scroll_into_view_if_needed()
                 page.locator(".nbdeploy-panel").first.screenshot(path=ARTIFACTS / "monitor-panel.png")
                 page.screenshot(path=ARTIFACTS / "monitor-jupyterlab.png")

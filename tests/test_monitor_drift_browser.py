@@ -2,7 +2,8 @@
 
 One JupyterLab per module: a notebook deploys a 100-feature model twice, sends traffic with 3 features shifted,
 opens ``dep.monitor()``, writes ``dep.report(...)`` and shows ``%monitor`` (the fleet). The tests check that the
-drifted features come first, that selecting one shows its overlay, that hovering shows values, that the time
+drifted features come first, that the feature driving the predictions is the one whose shift moves them, that
+selecting one shows its overlay, that hovering shows values, that the time
 range changes the charts, that the fleet lists both deployments, that the report opens with the network
 blocked, and that the history draws the audit events the maintenance loop writes, with a toast for an alert that
 fires while the panel is open (and none for one from before). JupyterLab, its kernels and the deployments are
@@ -153,6 +154,9 @@ def _poll(page: Any, js: str, ok: Any, what: str, deadline_s: float = 150) -> An
 
 JS_ROWS = """() => [...document.querySelectorAll('.nbdeploy-panel .nbd-row')].map(
   r => [r.dataset.feature, r.classList.contains('nbd-drifted')])"""
+JS_MOVES = """() => Object.fromEntries([...document.querySelectorAll('.nbdeploy-panel .nbd-row')].map(
+  r => [r.dataset.feature, r.querySelector('.nbd-moves')?.innerText.trim()]))"""
+JS_MOVES_LINE = "() => document.querySelector('.nbdeploy-panel .nbd-moves-line')?.innerText"
 
 
 def test_drifted_first_overlay_hover_and_time_range(lab):
@@ -163,6 +167,13 @@ def test_drifted_first_overlay_hover_and_time_range(lab):
     assert all(flags[:k]) and not any(flags[k:]), "the drifted features do not come first"
     assert set(SHIFTED) <= {f for f, _ in rows[:k]} and k <= 5, rows[:6]  # BH allows a rare false flag
     panel = page.locator(".nbdeploy-panel").first
+    # what each shift alone does to the predictions (f000 + f050 > 0): f000 moves them, f001 (shifted too) does not
+    moves = _poll(page, JS_MOVES, lambda m: m.get("f000") and m.get("f001"), "no 'moves prediction' column")
+    assert float(moves["f000"]) > 0.1 and abs(float(moves["f001"])) < 0.06, moves
+    panel.locator(".nbd-row[data-feature='f000']").click()
+    line = _poll(page, JS_MOVES_LINE, lambda t: t and "moves the share of predictions = 1 by +" in t, "no moves line")
+    assert re.search(r"by \+0\.\d{3} \(observed total: \+0\.\d{3}, ", line), line
+    _screenshot(page, panel.locator(".nbd-drift"), panel.locator(".nbd-detail .nbd-overlay"), "panel-attribution.png")
     panel.locator(".nbd-row[data-feature='f001']").click()
     title = _poll(page, "() => document.querySelector('.nbdeploy-panel .nbd-overlay text')?.textContent",
                   lambda t: t and t.startswith("f001"), "no overlay for f001")  # fmt: skip
@@ -189,6 +200,16 @@ def test_drifted_first_overlay_hover_and_time_range(lab):
     _poll(page, "() => document.querySelector('.nbdeploy-panel .nbd-ranges')?.innerText", lambda t: "zoomed" in t,
           "dragging did not zoom")  # fmt: skip
     panel.screenshot(path=ARTIFACTS / "monitor-drift-panel.png")
+
+
+def _screenshot(page: Any, first: Any, last: Any, name: str) -> None:
+    """A picture for the docs: the box around ``first`` (scrolled to the top of the view) and ``last``."""
+    first.evaluate(JS_SCROLL_TO_TOP)
+    page.wait_for_timeout(300)
+    a, b = first.bounding_box(), last.bounding_box()
+    x0, y0 = min(a["x"], b["x"]) - 6, min(a["y"], b["y"]) - 6
+    x1, y1 = max(a["x"] + a["width"], b["x"] + b["width"]) + 6, max(a["y"] + a["height"], b["y"] + b["height"]) + 6
+    page.screenshot(path=ROOT / "docs" / "img" / name, clip={"x": x0, "y": y0, "width": x1 - x0, "height": y1 - y0})
 
 
 def test_the_fleet_lists_both_deployments_and_opens_one(lab):
@@ -272,17 +293,8 @@ def test_the_history_draws_the_events_and_a_new_alert_toasts(lab):
     assert not [t for t in page.evaluate("() => window.nbdToasts") if OLD_ALERT in t], "the old alert toasted"
     # the picture for the docs while the toast shows (it hides after 10 s): the history at the top, the toast beside
     panel = page.locator(".nbdeploy-panel").first
-    history, toast = panel.locator(".nbd-history"), panel.locator(".nbd-toast").first
-    history.evaluate(JS_SCROLL_TO_TOP)
-    page.wait_for_timeout(300)
-    box, top = history.bounding_box(), toast.bounding_box()
-    x0, y0 = min(box["x"], top["x"]) - 8, min(box["y"], top["y"]) - 4
-    x1, y1 = (
-        max(box["x"] + box["width"], top["x"] + top["width"]) + 8,
-        max(box["y"] + box["height"], top["y"] + top["height"]) + 8,
-    )
-    page.screenshot(path=ROOT / "docs" / "img" / "panel-history.png", clip={"x": x0, "y": y0, "width": x1 - x0,
-                                                                          "height": y1 - y0})  # fmt: skip
+    toast = panel.locator(".nbd-toast").first
+    _screenshot(page, panel.locator(".nbd-history"), toast, "panel-history.png")
     toast.locator(".nbd-toast-close").click()
     _poll(page, JS_TOASTS, lambda t: not t, "the toast was not dismissed")
 

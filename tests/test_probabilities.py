@@ -330,9 +330,11 @@ def test_feedback_on_probabilities_gives_auc_log_loss_calibration_and_the_panel_
     page = static_html(data)
     assert f"{metrics['auc']:.3f}" in page and f"log-loss {metrics['log_loss']:.3f}" in page
     assert page.count("data:image/png") == 4  # traffic, predictions, accuracy, calibration
-    panel = Panel(dep, start=False)  # the live panel: the tile and the chart
+    panel = Panel(dep, start=False)  # the live panel: the tile, and the chart's points for the browser to draw
     assert f"{metrics['auc']:.3f}" in panel.tiles["auc"].value
-    assert panel._calibration.value and panel._calibration.layout.display is None
+    calibration = panel.charts.data["calibration"]
+    assert calibration["of"] == "class 1" and calibration["n"] == table["count"].tolist()
+    assert calibration["observed"] == pytest.approx(table["observed"].tolist(), abs=1e-6)
     panel.close()
     # a wrong number of labels for a predict_proba request is refused, as for /predict
     dep.predict_proba(X[:3])

@@ -1,8 +1,9 @@
 """What a live panel keeps between refreshes, so a refresh reads only what the request log gained.
 
-The request log is read by ``rowid`` past the last one seen; the reference sample and its statistics are loaded
-once per version; feedback is re-read only when its table changed; the drift flags of the last judgement are kept
-for the rule's hysteresis, and every judgement's effect sizes for the statistic-over-time chart.
+The request log is read by ``rowid`` past the last one seen; the reference sample, its statistics and the reference
+side of the attribution are computed once per version; feedback is re-read only when its table changed; the drift
+flags of the last judgement are kept for the rule's hysteresis, and every judgement's effect sizes for the
+statistic-over-time chart.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import pandas as pd
 
 from ..runtime.recorder import connect
 from ..runtime.schema import InputError, to_model_input
+from .attribution import ReferenceAttribution
 from .drift import DriftThresholds, ReferenceStats
 from .store import RequestLog, load_reference
 
@@ -50,6 +52,7 @@ class LogCache:
     pending: list[tuple[str, str]] = field(default_factory=list)  # logged (inputs, outputs) not parsed yet
     reference: tuple[pd.DataFrame, np.ndarray] | None = None
     ref_stats: ReferenceStats | None = None
+    ref_attribution: ReferenceAttribution | None = None
     loaded_reference: bool = False
     flags: set[str] = field(default_factory=set)
     history: deque[Judgement] = field(default_factory=lambda: deque(maxlen=HISTORY_POINTS))
@@ -74,6 +77,13 @@ class LogCache:
             if self.reference is not None:
                 self.ref_stats = ReferenceStats.build(self.reference[0])
         return self.reference
+
+    def reference_attribution(self, labels: bool) -> ReferenceAttribution | None:
+        """The reference side of ``monitor.attribution`` (bins and the mean prediction in each), built once."""
+        reference = self.load_reference()
+        if self.ref_attribution is None and reference is not None:
+            self.ref_attribution = ReferenceAttribution.build(*reference, labels)
+        return self.ref_attribution
 
     def update(self) -> int:
         """Read the requests logged since the last call; the new count."""

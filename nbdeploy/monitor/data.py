@@ -1,7 +1,8 @@
 """What the panel shows, computed without widgets or drawing: ``snapshot`` -> ``PanelData``.
 
 Tiles from the service's ``/metrics`` counters and the request log, traffic and latency per time
-bucket, drift and the prediction distribution against the deploy-time sample, accuracy from
+bucket, drift and the prediction distribution against the deploy-time sample, how much each judged feature's
+shift alone moves the predictions (``attribution``), accuracy from
 feedback, AUC, log-loss and calibration of logged probabilities, the name's timeline (alerts, retrainings,
 promotions, rollbacks). Tests call ``snapshot`` directly;
 ``figures``, ``html`` and ``widget`` only read its result.
@@ -20,6 +21,7 @@ import pandas as pd
 from .. import config
 from ..registry import Record, Registry
 from . import metrics
+from .attribution import Attribution, ReferenceAttribution
 from .cache import LogCache
 from .drift import DriftThresholds, ReferenceStats, _Categorical, _Numeric, compute, dataset_drifted, histogram
 from .history import timeline
@@ -82,6 +84,8 @@ class PanelData:
     drift_rows: int = 0  # live rows in the judged window
     # per feature (and "prediction"): reference and live shares in common bins, or per category
     distributions: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False)
+    # which judged features' shifts alone move the predictions, and the observed change (monitor.attribution)
+    attribution: Attribution | None = field(default=None, repr=False)
     drift_at: float = 0.0  # when the drift part (drift, predictions) was computed
     drift_basis: tuple[int, float] = field(default=(0, 0.0), repr=False)  # successful requests seen then
     scrape: metrics.Scrape | None = field(default=None, repr=False)  # for the next window
@@ -237,7 +241,7 @@ def _traffic(frame: pd.DataFrame, now: float) -> tuple[pd.DataFrame, int]:
 
 DRIFT_FIELDS = (
     "drift", "drifted", "reference_predictions", "live_predictions", "labels", "drift_at", "drift_basis",
-    "dataset_drift", "drift_rows", "distributions",
+    "dataset_drift", "drift_rows", "distributions", "attribution",
 )  # fmt: skip
 
 
@@ -260,17 +264,55 @@ def _drift(
         if reuse.drift_basis == data.drift_basis or (busy and data.at - reuse.drift_at < drift_every_s):
             _copy_drift(reuse, data)
             return
+    kept = _KeptRows(reqlog.directory) if cache is None else reqlog
     try:
-        _drift_part(data, rec, reqlog, max_rows, thresholds, cache)
+        _drift_part(data, rec, kept, max_rows, thresholds, cache)
     except Exception as exc:  # keep the rest of the panel
         log.debug("drift failed", exc_info=True)
         data.problems.append(f"drift could not be computed: {type(exc).__name__}: {exc}")
+        return
+    try:
+        _attribute(data, kept, max_rows, cache)
+    except Exception as exc:
+        log.debug("attribution failed", exc_info=True)
+        data.problems.append(f"the attribution could not be computed: {type(exc).__name__}: {exc}")
 
 
 def _copy_drift(source: PanelData, data: PanelData) -> None:
     for name in DRIFT_FIELDS:
         setattr(data, name, getattr(source, name))
     data.problems += [p for p in source.problems if "reference" in p]
+
+
+class _KeptRows(RequestLog):
+    """The request log, keeping the live rows the drift read for the attribution (no ``LogCache`` to ask)."""
+
+    rows: tuple[pd.DataFrame, np.ndarray] | None = None
+
+    def recent_rows(self, schema: dict[str, Any], max_rows: int = 5000) -> tuple[pd.DataFrame, np.ndarray]:
+        self.rows = super().recent_rows(schema, max_rows)
+        return self.rows
+
+
+def _attribute(data: PanelData, reqlog: RequestLog, max_rows: int, cache: LogCache | None) -> None:
+    """How much each judged feature's shift alone moves the predictions (``monitor.attribution``): the reference
+    side once per version (``cache``), the live window binned now."""
+    if data.drift.empty or data.reference_predictions is None:
+        return
+    features = data.drift.drop(index="prediction", errors="ignore")
+    judged = [str(f) for f in features.index[features["test"] != "too few rows"]]
+    if not judged:
+        return
+    if cache is not None:
+        ref = cache.reference_attribution(data.labels)
+        live, preds = cache.rows(min(max_rows, data.thresholds.window))
+    else:
+        loaded = load_reference(reqlog.directory)
+        ref = ReferenceAttribution.build(*loaded, data.labels) if loaded is not None else None
+        kept = reqlog.rows if isinstance(reqlog, _KeptRows) else None
+        live, preds = kept if kept is not None else (pd.DataFrame(), np.array([]))
+    if ref is not None:
+        data.attribution = ref.attribute(live.iloc[-data.thresholds.window :], preds[-data.thresholds.window :], judged)
 
 
 def _drift_part(
@@ -372,17 +414,23 @@ def _distributions(
 ) -> dict[str, dict[str, Any]]:
     """Reference and live shares per feature and for the prediction: common bins for numbers, per category."""
     out: dict[str, dict[str, Any]] = {}
-    columns = [(str(c), ref[c], live[c] if c in live else pd.Series(dtype=float), False) for c in ref.columns]
-    columns.append(("prediction", pd.Series(ref_preds), pd.Series(live_preds), labels))
-    for name, r, cur, categorical in columns:
-        numeric = not categorical and pd.api.types.is_numeric_dtype(r) and not pd.api.types.is_bool_dtype(r)
+    columns: list[tuple[str, Any]] = [(str(c), c) for c in ref.columns]
+    columns.append(("prediction", None))
+    for name, c in columns:
         cached = stats_cache.features.get(name) if stats_cache is not None else None
         seen = stats_cache.live.get(name) if stats_cache is not None else None
-        if numeric and isinstance(cached, _Numeric) and len(cached.values) and isinstance(seen, np.ndarray):
+        if isinstance(cached, _Numeric) and len(cached.values) and isinstance(seen, np.ndarray):
             out[name] = {"kind": "numeric", **histogram(cached.values, seen, cached.lo, cached.hi)}
-        elif isinstance(cached, _Categorical) and isinstance(seen, dict):
+            continue  # what the drift rule judged: no column of either frame is read again
+        if isinstance(cached, _Categorical) and isinstance(seen, dict):
             out[name] = _bars(cached.counts, seen)
-        elif numeric:
+            continue
+        if c is None:
+            r, cur, categorical = pd.Series(ref_preds), pd.Series(live_preds), labels
+        else:
+            r, cur, categorical = ref[c], live[c] if c in live else pd.Series(dtype=float), False
+        numeric = not categorical and pd.api.types.is_numeric_dtype(r) and not pd.api.types.is_bool_dtype(r)
+        if numeric:
             rv = r.to_numpy(float)
             rv = np.sort(rv[~np.isnan(rv)])
             cv = pd.to_numeric(cur, errors="coerce").to_numpy(float)

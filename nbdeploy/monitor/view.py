@@ -22,7 +22,9 @@ from .style import fmt_span
 __all__ = ["RANGES", "ChartsView", "script", "view_model", "wilson"]
 
 #: view_model's keys that change only when drift is judged again
-DRIFT_KEYS = ("drift_at", "window", "rule", "dataset_drift", "drifted", "features", "dist", "history", "no_drift")
+DRIFT_KEYS = (
+    "drift_at", "window", "rule", "dataset_drift", "drifted", "features", "dist", "history", "no_drift", "attribution",
+)  # fmt: skip
 
 #: time range -> (seconds, or 0 for all; bucket seconds, or 0 to choose)
 RANGES = {"5m": (300, 5), "1h": (3600, 60), "24h": (86400, 1800), "all": (0, 0)}
@@ -110,7 +112,7 @@ def _accuracy(data: PanelData) -> dict[str, Any] | None:
     return out
 
 
-def _features(drift: pd.DataFrame) -> list[dict[str, Any]]:
+def _features(drift: pd.DataFrame, moves: dict[str, float]) -> list[dict[str, Any]]:
     rows = []
     table = drift.drop(index="prediction", errors="ignore")
     for name, r in zip(table.index, table.to_dict("records"), strict=True):
@@ -119,9 +121,33 @@ def _features(drift: pd.DataFrame) -> list[dict[str, Any]]:
                 "name": str(name), "kind": r["kind"], "test": r["test"], "drifted": bool(r["drifted"]),
                 "effect": _num(r["effect"]), "threshold": _num(r["threshold"]), "p": _num(r["p_value"]),
                 "q": _num(r["q_value"]), "psi": _num(r["psi"]), "n": int(r["n_current"]),
+                "moves": _num(moves.get(str(name))),
             }
         )  # fmt: skip
     return rows
+
+
+def _attribution(data: PanelData) -> dict[str, Any] | None:
+    """What the attribution's figures are of (``features[i]["moves"]`` has each feature's)."""
+    a = data.attribution
+    if a is None:
+        return None
+    return {"target": a.target, "reference": _num(a.reference), "live": _num(a.live), "observed": _num(a.observed)}
+
+
+def _calibration(data: PanelData) -> dict[str, Any] | None:
+    """The reliability diagram's points: per probability bin its bounds, mean predicted, observed frequency, rows."""
+    c = data.calibration
+    if c.empty:
+        return None
+    cols = {"lower": "bin_lower", "upper": "bin_upper", "predicted": "mean_predicted", "observed": "observed"}
+    out: dict[str, Any] = {k: [_num(v) for v in c[col]] for k, col in cols.items()}
+    out.update(
+        n=[int(v) for v in c["count"]],
+        of=f"class {data.positive_class}" if data.positive_class is not None else "the top class",
+        rows=data.scored,
+    )
+    return out
 
 
 def _history(cache: LogCache | None, names: list[str]) -> dict[str, Any]:
@@ -135,12 +161,14 @@ def view_model(
     data: PanelData, cache: LogCache | None = None, meta: pd.DataFrame | None = None, drift: bool = True
 ) -> dict[str, Any]:
     """What the browser draws, as JSON-ready values: traffic per time range, accuracy with its Wilson band, the
-    drift table, each feature's distributions and statistic over time, the rule in words, the name's timeline
-    (``drift=False``: the drift part left out, when the browser has it already)."""
+    calibration of logged probabilities, the drift table with how much each shift alone moves the predictions, each
+    feature's distributions and statistic over time, the rule in words, the name's timeline (``drift=False``: the
+    drift part left out, when the browser has it already)."""
     meta = meta if meta is not None else (cache.meta if cache is not None else pd.DataFrame())
     if meta.empty:
         meta = pd.DataFrame({"ts": [], "latency_ms": [], "status": []})
-    features = _features(data.drift) if drift and not data.drift.empty else []
+    moves = data.attribution.moves if data.attribution is not None else {}
+    features = _features(data.drift, moves) if drift and not data.drift.empty else []
     window = f"latest {data.drift_rows:,} live rows of v{data.version}" if data.drift_rows else f"v{data.version}"
     no_drift = next((p for p in data.problems if "reference" in p), "no drift table yet")
     out = {
@@ -157,6 +185,8 @@ def view_model(
         "history": _history(cache, [f["name"] for f in features]) if drift else {},
         "traffic": {k: _series(meta, data.at, span, bucket) for k, (span, bucket) in RANGES.items()},
         "accuracy": _accuracy(data),
+        "calibration": _calibration(data),
+        "attribution": _attribution(data) if drift else None,
         "no_drift": no_drift,
         "tiles_window": fmt_span(data.window_s) if data.window_s else "",
         "timeline": data.timeline,

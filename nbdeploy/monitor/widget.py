@@ -1,6 +1,6 @@
-"""The live panel: ipywidgets (PNGs in ``Image`` widgets, so an executed notebook's saved widget
-state keeps the last picture) refreshed from a background thread; ``open_panel`` picks it or the
-static snapshot.
+"""The live panel: ipywidgets (tiles as HTML, the charts and the drift table drawn in the browser by ``view``'s
+anywidget; an executed notebook's saved widget state keeps the last picture) refreshed from a background thread;
+``open_panel`` picks it or the static snapshot.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from ..registry import Record, Registry
 from . import metrics
 from .cache import LogCache
 from .data import ENDED, PanelData, snapshot
-from .figures import calibration_figure
 from .html import TILES, StaticPanel, header, notes, tiles
 from .source import Source, StatusFn, Watched, watch
 from .store import logged_schema
@@ -74,7 +73,6 @@ class Panel:
         self.cache = LogCache(config.deployment_dir(self.name, self.version), schema, keep_rows=max_rows)
         self.error: str | None = None  # the last refresh's error, if it failed
         self._scrapes: deque[metrics.Scrape] = deque()
-        self._drawn: dict[str, Any] = {}  # figure -> what it was drawn from (skip redrawing the same)
         self._stop = threading.Event()
         self._lock = threading.Lock()  # one refresh at a time
         self._thread: threading.Thread | None = None
@@ -98,8 +96,7 @@ class Panel:
         self._close_button = w.Button(description="Close", tooltip="Stop the updates and remove the panel")
         self._close_button.layout = w.Layout(width="80px")
         self._close_button.on_click(lambda _: self.close())
-        self.charts = ChartsView()
-        self._calibration = w.Image(format="png", layout=w.Layout(width="320px", display="none"))
+        self.charts = ChartsView()  # traffic, accuracy, calibration, predictions, drift table, history (SVG)
         self._status = w.HTML().add_class("nbdeploy-status")
         row = {"grid_gap": "8px", "flex_flow": "row wrap"}
         return w.VBox(
@@ -110,7 +107,6 @@ class Panel:
                 ),
                 w.HBox(list(self.tiles.values()), layout=w.Layout(**row)),
                 self.charts,
-                self._calibration,
                 self._status,
             ],
             layout=w.Layout(padding="4px"),
@@ -206,17 +202,6 @@ class Panel:
             self.charts.show(view_model(data, self.cache))
         else:  # drift unchanged: the traffic and accuracy only
             self.charts.show(view_model(data, self.cache, drift=False))
-        if not data.calibration.empty:
-            self._update(
-                "calibration", (data.scored, len(data.calibration)), self._calibration, calibration_figure, data
-            )
-            self._calibration.layout.display = None
-
-    def _update(self, key: str, basis: Any, image: Any, draw: Any, data: PanelData) -> None:
-        """Redraw one figure only when what it shows changed (drawing is the costly part of a refresh)."""
-        if self._drawn.get(key) != basis:
-            image.value = draw(data)
-            self._drawn[key] = basis
 
     def _set_status(self, text: str, error: bool = False, keep: bool = False) -> None:
         if keep or error or not self._stop.is_set() or self.data is None:

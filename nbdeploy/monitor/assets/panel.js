@@ -38,6 +38,12 @@ function when(t, span) {
   return new Date(t * 1000).toLocaleString([], { month: "short", day: "numeric", hour: "2-digit", minute: "2-digit", hour12: false });
 }
 function pct(v) { return v == null ? "–" : (100 * v).toFixed(1) + " %"; }
+// a change, with its sign: +0.118, -0.004, 0.000
+function signed(v) {
+  if (v == null || Number.isNaN(v)) return "–";
+  const text = Math.abs(v) >= 1e4 ? v.toExponential(2) : v.toFixed(3);
+  return v > 0 && Number(text) !== 0 ? "+" + text : Number(text) === 0 ? (0).toFixed(3) : text;
+}
 
 function tipOf(root) {
   let tip = root.querySelector(".nbd-tip");
@@ -166,19 +172,74 @@ function overlay(root, d, title, cls) {
   return svg;
 }
 
+// The calibration of logged probabilities against feedback (a reliability diagram): the observed frequency per bin of
+// predicted probability at the bin's mean prediction, the dashed diagonal being perfect calibration; the bars along
+// the bottom and the dots' sizes are the bins' rows. Hover a bin for its numbers.
+function calibrationChart(root, c) {
+  const W = 260, H = 240, L = 48, R = 12, T = 18, B = 32;
+  const svg = s("svg", { width: W, height: H, class: "nbd-chart nbd-calibration", viewBox: `0 0 ${W} ${H}` });
+  const x = (v) => L + (W - L - R) * v, y = (v) => H - B - (H - T - B) * v;
+  svg.append(Object.assign(s("text", { x: 4, y: 12, "font-size": 11, fill: C.muted }),
+    { textContent: `calibration of ${c.of} · ${fmt(c.rows)} rows` }));
+  for (const v of [0, 0.25, 0.5, 0.75, 1]) {
+    svg.append(s("line", { x1: L, x2: W - R, y1: y(v), y2: y(v), stroke: C.grid }));
+    svg.append(Object.assign(s("text", { x: L - 4, y: y(v) + 3, "font-size": 9, fill: C.muted, "text-anchor": "end" }), { textContent: pct(v).replace(".0 ", " ") }));
+    svg.append(Object.assign(s("text", { x: x(v), y: H - B + 12, "font-size": 9, fill: C.muted, "text-anchor": "middle" }), { textContent: fmt(v, 2) }));
+  }
+  svg.append(Object.assign(s("text", { x: (L + W - R) / 2, y: H - 6, "font-size": 10, fill: C.muted, "text-anchor": "middle" }),
+    { textContent: "mean predicted probability" }));
+  svg.append(Object.assign(s("text", { x: -(T + H - B) / 2, y: 11, "font-size": 10, fill: C.muted, "text-anchor": "middle",
+    transform: "rotate(-90)" }), { textContent: "observed frequency" }));
+  svg.append(s("line", { x1: x(0), y1: y(0), x2: x(1), y2: y(1), stroke: C.grey, "stroke-dasharray": "4 3" }));
+  const most = Math.max(1, ...c.n), n = c.n.length;
+  for (let i = 0; i < n; i++) {  // the rows per bin: bars up to a quarter of the height
+    const top = y(0.25 * c.n[i] / most);
+    svg.append(s("rect", { x: x(c.lower[i]) + 1, y: top, width: Math.max(1, x(c.upper[i]) - x(c.lower[i]) - 2), height: y(0) - top,
+      fill: C.ref, opacity: 0.35, class: "nbd-cal-count" }));
+  }
+  svg.append(s("polyline", { points: c.predicted.map((p, i) => `${x(p)},${y(c.observed[i])}`).join(" "), fill: "none", stroke: C.live, "stroke-width": 1.6 }));
+  for (let i = 0; i < n; i++) {
+    svg.append(s("circle", { cx: x(c.predicted[i]), cy: y(c.observed[i]), r: 2.5 + 4 * Math.sqrt(c.n[i] / most), fill: C.live, "fill-opacity": 0.85, stroke: "#fff" }));
+  }
+  for (let i = 0; i < n; i++) {  // hover: the whole column of a bin
+    const g = s("rect", { x: x(c.lower[i]), y: T, width: x(c.upper[i]) - x(c.lower[i]), height: H - T - B, fill: "transparent", class: "nbd-bin nbd-cal-bin" });
+    const tip = `bin ${fmt(c.lower[i], 2)}–${fmt(c.upper[i], 2)} (${esc(c.of)})<br>rows <b>${fmt(c.n[i])}</b>` +
+      `<br>mean predicted <b>${fmt(c.predicted[i])}</b><br>observed <b>${pct(c.observed[i])}</b>`;
+    g.addEventListener("mousemove", (evt) => showTip(root, evt, tip));
+    g.addEventListener("mouseleave", () => hideTip(root));
+    svg.append(g);
+  }
+  return svg;
+}
+
+// How much a feature's shift alone moves the predictions: a bar from the middle of a small track (right: up, left:
+// down), scaled to the largest figure of the table or the observed total, and the figure.
+function movesCell(v, most) {
+  const cell = h("td", { class: "num nbd-moves" });
+  if (v == null) { cell.append("–"); return cell; }
+  const w = Math.min(50, 50 * Math.abs(v) / (most || 1));
+  cell.append(h("span", { class: "nbd-track" }, h("span", { class: "nbd-bar", style: `left:${v < 0 ? 50 - w : 50}%;width:${w}%` })), " " + signed(v));
+  return cell;
+}
+
 function driftTable(root, data, state) {
   const wrap = h("div", { class: "nbd-drift" });
   const feats = data.features.filter((f) => f.name.toLowerCase().includes(state.search.toLowerCase()));
   const key = state.sort.key, dir = state.sort.dir;
   feats.sort((a, b) => {
     if (key === "default") return (b.drifted - a.drifted) || ((b.effect / (b.threshold || 1) || -1) - (a.effect / (a.threshold || 1) || -1));
-    const va = a[key], vb = b[key];
+    const by = (f) => key === "moves" && f.moves != null ? Math.abs(f.moves) : f[key];  // either way: by how much
+    const va = by(a), vb = by(b);
     if (typeof va === "string") return dir * va.localeCompare(vb);
     return dir * ((va == null ? -Infinity : va) - (vb == null ? -Infinity : vb));
   });
-  const cols = [["name", "feature"], ["status", "status"], ["effect", "effect"], ["threshold", "threshold"],
-                ["q", "BH q"], ["p", "p"], ["psi", "PSI"], ["n", "live rows"]];
-  const head = h("tr", {}, ...cols.map(([k, label]) => h("th", { "data-key": k, class: "nbd-sort", title: "sort",
+  const att = data.attribution;
+  const cols = [["name", "feature"], ["status", "status"], ["effect", "effect"], ...(att ? [["moves", "moves prediction"]] : []),
+                ["threshold", "threshold"], ["q", "BH q"], ["p", "p"], ["psi", "PSI"], ["n", "live rows"]];
+  const tips = { moves: att ? `how much this feature's shift alone moves the ${att.target} (observed total: ${signed(att.observed)}): ` +
+    "the reference's mean prediction per bin of the feature, weighed by the live shares of the bins; one feature at a time, interactions ignored" : "" };
+  const most = Math.max(Math.abs(att && att.observed || 0), ...data.features.map((f) => Math.abs(f.moves || 0)));
+  const head = h("tr", {}, ...cols.map(([k, label]) => h("th", { "data-key": k, class: "nbd-sort", title: tips[k] ? "sort · " + tips[k] : "sort",
     onclick: () => { state.sort = { key: k, dir: state.sort.key === k ? -state.sort.dir : (k === "name" ? 1 : -1) }; state.redraw(); } },
     label + (state.sort.key === k ? (state.sort.dir > 0 ? " ▲" : " ▼") : ""))));
   const body = h("tbody");
@@ -187,7 +248,8 @@ function driftTable(root, data, state) {
     const tr = h("tr", { class: "nbd-row" + (f.drifted ? " nbd-drifted" : "") + (state.selected === f.name ? " nbd-selected" : ""),
       "data-feature": f.name, onclick: () => { state.selected = f.name; state.redraw(); } },
       h("td", {}, f.name), h("td", { class: "nbd-status-" + status.replace(/ /g, "-") }, status),
-      ...[f.effect, f.threshold, f.q, f.p, f.psi].map((v) => h("td", { class: "num" }, fmt(v))),
+      h("td", { class: "num" }, fmt(f.effect)), att ? movesCell(f.moves, most) : null,
+      ...[f.threshold, f.q, f.p, f.psi].map((v) => h("td", { class: "num" }, fmt(v))),
       h("td", { class: "num" }, fmt(f.n)));
     body.append(tr);
   }
@@ -211,6 +273,13 @@ function detail(root, data, state) {
   const how = f.kind === "numeric" ? "Wasserstein/σ" : "Jensen-Shannon";
   box.append(h("div", { class: "nbd-title" }, `${name}: `, h("b", { style: `color:${f.drifted ? C.red : C.green}` }, f.drifted ? "drifted" : "no drift"),
     ` · ${how} ${fmt(f.effect)} (threshold ${fmt(f.threshold)}) · BH q ${fmt(f.q)} · ${fmt(f.n)} live rows`));
+  const att = data.attribution;
+  if (att && f.moves != null) {
+    box.append(h("div", { class: "nbd-moves-line", title: "one feature at a time: the reference's mean prediction per bin of " +
+      "this feature, weighed by the live shares of the bins (interactions ignored)" },
+      `alone, this shift moves the ${att.target} by `, h("b", {}, signed(f.moves)),
+      ` (observed total: ${signed(att.observed)}, ${fmt(att.reference)} → ${fmt(att.live)})`));
+  }
   box.append(overlay(root, d, `${name}: reference vs live (${data.window})`, "nbd-overlay"));
   const hist = data.history;
   if (hist && hist.t.length) {
@@ -349,6 +418,7 @@ function nbdeployPanel(el, data, state) {
       series: [{ name: acc.metric, t: acc.t, y: acc.value, lo: acc.lo, hi: acc.hi, color: C.green, fmt: pctm ? pct : fmt,
                  extra: (i) => `n=${acc.n[i]}` + (acc.lo ? ` [${pct(acc.lo[i])}, ${pct(acc.hi[i])}]` : "") }] }));
   }
+  if (data.calibration && data.calibration.n.length) charts.append(calibrationChart(root, data.calibration));
   if (data.dist && data.dist.prediction) charts.append(overlay(root, data.dist.prediction, `predictions: reference vs live (${data.window})`, "nbd-predictions"));
   root.append(charts);
   root.append(h("div", { class: "nbd-rule" }, h("b", { style: `color:${data.dataset_drift ? C.red : C.muted}` },
@@ -390,6 +460,10 @@ const CSS = `
 .nbd-root .nbd-status-drifted{color:#cf222e;font-weight:600}
 .nbd-root .nbd-status-ok{color:#1a7f37}
 .nbd-root .nbd-status-too-few-rows{color:#6e7781}
+.nbd-root .nbd-track{display:inline-block;position:relative;width:44px;height:8px;background:#f6f8fa;border-radius:2px;vertical-align:middle}
+.nbd-root .nbd-track::after{content:"";position:absolute;left:50%;top:-1px;height:10px;border-left:1px solid #8c959f}
+.nbd-root .nbd-bar{position:absolute;top:0;height:8px;background:#bc4c00;border-radius:1px}
+.nbd-root .nbd-moves-line{color:#1f2328}
 .nbd-root .nbd-detail{display:flex;flex-direction:column;gap:6px}
 .nbd-root .nbd-title{font-size:12px}
 .nbd-root .nbd-more{color:#59636e;padding:4px}
