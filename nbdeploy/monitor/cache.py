@@ -59,6 +59,8 @@ class LogCache:
     feedback_key: tuple[int, int] = (-1, -1)
     client: httpx.Client | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
+    _typed: pd.DataFrame | None = field(default=None, repr=False)  # ``meta`` typed, with its times
+    _window: tuple[Any, pd.DataFrame, np.ndarray] | None = field(default=None, repr=False)  # the last ``rows``
 
     @property
     def reqlog(self) -> RequestLog:
@@ -145,11 +147,12 @@ class LogCache:
             self.block_rows -= len(self.blocks.popleft()[1])
 
     def requests(self, since: float = 0.0) -> pd.DataFrame:
-        """As ``RequestLog.requests`` (ts, latency_ms, status, time), from memory."""
-        frame = self.meta[self.meta["ts"] >= since] if since else self.meta
-        frame = frame.astype({"ts": float, "latency_ms": float, "status": int})
-        frame["time"] = pd.to_datetime(frame["ts"], unit="s", utc=True)
-        return frame
+        """As ``RequestLog.requests`` (ts, latency_ms, status, time), from memory (typed once per new request)."""
+        if self._typed is None or len(self._typed) != len(self.meta):
+            typed = self.meta.astype({"ts": float, "latency_ms": float, "status": int})
+            typed["time"] = pd.to_datetime(typed["ts"], unit="s", utc=True)
+            self._typed = typed
+        return self._typed[self._typed["ts"] >= since] if since else self._typed.copy()
 
     def rows(self, max_rows: int) -> tuple[pd.DataFrame, np.ndarray]:
         """The latest ``max_rows`` logged input rows and their predictions (the new blocks joined once)."""
@@ -163,7 +166,10 @@ class LogCache:
             self.blocks = deque([(frame.reset_index(drop=True), preds)])
             self.block_rows = len(preds)
         frame, out = self.blocks[0]
-        return frame.iloc[-max_rows:].reset_index(drop=True), np.asarray(out[-max_rows:])
+        key = (id(frame), len(out), max_rows)
+        if self._window is None or self._window[0] != key:  # the drift and the attribution read the same rows
+            self._window = (key, frame.iloc[-max_rows:].reset_index(drop=True), np.asarray(out[-max_rows:]))
+        return self._window[1], self._window[2]
 
     def feedback_changed(self) -> bool:
         """Whether the feedback table changed since the last call (a cheap count instead of the join)."""
