@@ -40,6 +40,16 @@ def _stop_everything() -> None:
             nbdeploy.get(rec.name, rec.version).stop()
 
 
+def _schedulers(home: str) -> list[int]:
+    """Maintenance schedulers (``python -m nbdeploy.maintenance NAME``) started under ``home``."""
+    found = []
+    for pid in members(0, "nbdeploy.maintenance"):
+        with contextlib.suppress(OSError):
+            if f"NBDEPLOY_HOME={home}".encode() in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0"):
+                found.append(pid)
+    return found
+
+
 @pytest.fixture(scope="session", autouse=True)
 def nbdeploy_home(tmp_path_factory: pytest.TempPathFactory):
     home = tmp_path_factory.mktemp("nbdeploy-home")
@@ -49,7 +59,11 @@ def nbdeploy_home(tmp_path_factory: pytest.TempPathFactory):
     os.environ.setdefault("NBDEPLOY_WORKERS", "1")
     yield home
     _stop_everything()
-    left = [(pid, cmdline(pid)) for pid in members(0, str(home))]
+    schedulers = _schedulers(str(home))  # a maintenance scheduler names no path: found by its environment
+    for pid in schedulers:
+        with contextlib.suppress(OSError):
+            os.kill(pid, 15)
+    left = [(pid, cmdline(pid)) for pid in members(0, str(home))] + [(pid, "scheduler") for pid in schedulers]
     for pid, _ in left:
         with contextlib.suppress(OSError):
             os.killpg(pid, 9)
