@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import notebook
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
@@ -424,3 +425,27 @@ def test_canonical_json_is_strict_json() -> None:
 def test_apprise_sink_type_is_built_for_url_strings(receiver: Receiver) -> None:
     (sink,) = build_sinks([f"json://127.0.0.1:{receiver.port}/x"], Path("unused.log"))
     assert isinstance(sink, AppriseSink)
+
+
+def test_the_sinks_secrets_are_not_reachable_from_a_captured_logger() -> None:
+    """A notebook object that holds a logger reaches every logger (logging's manager), the ``apprise`` one and its
+    filter included: the sinks' secrets must not ride along into a deployed artifact's secret scan."""
+    from nbdeploy.capture import secrets as scanner
+    from nbdeploy.capture import serialize
+
+    password = secrets.token_urlsafe(12)
+    build_sinks([f"json://alerts:{password}@127.0.0.1:9/hook", Webhook("http://127.0.0.1:9/h", secrets.token_hex(16))],
+                Path("unused.log"))  # fmt: skip
+
+    ns = notebook(
+        """
+        import logging
+        log = logging.getLogger("churn")
+
+        def predict(df):
+            log.info("predicting %d rows", len(df))
+            return [0] * len(df)
+        """
+    )
+    fn = ns["predict"]
+    assert scanner.scan(fn, serialize.dump(fn).data) == []

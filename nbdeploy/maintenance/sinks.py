@@ -125,21 +125,23 @@ def _secrets_of(sink: object) -> set[str]:
     return set(parts()) if callable(parts) else set()
 
 
+#: the sinks' secrets, for the redaction below: kept here, not on the filter, because the filter hangs off the
+#: ``apprise`` logger, which every object holding a logger reaches (logging's manager knows all loggers): a model
+#: captured later would carry them to the secret scan, and a deployed artifact must never hold them
+_SECRETS: set[str] = set()
+_SECRETS_LOCK = threading.Lock()
+
+
 class _Redactor(logging.Filter):
     """Redacts the records of the ``apprise`` logger: apprise logs a URL it refuses whole, token and all
     (``Could not load Slack URL: slack://...``), and may echo a failed request's URL with its query."""
 
-    def __init__(self) -> None:
-        super().__init__()
-        self._secrets: frozenset[str] = frozenset()
-        self._lock = threading.Lock()
-
     def add(self, secrets: Iterable[str]) -> None:
-        with self._lock:
-            self._secrets = self._secrets | {s for s in secrets if len(s) >= _MIN_SECRET}
+        with _SECRETS_LOCK:
+            _SECRETS.update(s for s in secrets if len(s) >= _MIN_SECRET)
 
     def filter(self, record: logging.LogRecord) -> bool:
-        secrets = self._secrets
+        secrets = frozenset(_SECRETS)
         if secrets:
             try:
                 message = record.getMessage()
