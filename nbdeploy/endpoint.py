@@ -189,7 +189,7 @@ def ensure_router(name: str, port: int | None = None, registry: Registry | None 
             if _wait_answering(row["port"], row["pid"], name, LOAD_DEADLINE_S):
                 return read(file)
             _process.stop_group(row["pid"], str(file))  # alive but deaf: start it again
-        stable = int(row["port"]) if row is not None else (port or _process.free_port())
+        stable = int(row["port"]) if row is not None else (port or _process.stable_port())
         _process.check_port(stable)
         current = load(name) or Endpoint(name=name, port=stable)
         write(file, replace(current, port=stable))

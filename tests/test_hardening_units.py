@@ -178,3 +178,17 @@ def test_home_keys_and_salt_are_owner_only(tmp_path, monkeypatch):
     assert len(salt) == 64 and keys.redact_salt("owner-only") == salt
     assert (config.name_dir("owner-only") / "redact.salt").stat().st_mode & 0o777 == 0o600
     assert os.stat(config.name_dir("owner-only")).st_mode & 0o077 == 0
+
+
+def test_a_stable_port_is_chosen_below_the_ephemeral_range() -> None:
+    """The kernel gives ports of the ephemeral range to outgoing connections: a stable URL's port chosen there can be
+    taken while its router restarts (seen in CI). It is chosen below the range, and free."""
+    import socket
+
+    from nbdeploy.targets._process import _ephemeral_range, stable_port
+
+    low, _ = _ephemeral_range()
+    ports = {stable_port() for _ in range(20)}
+    assert all(p < low for p in ports) and len(ports) > 1
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", ports.pop()))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -21,6 +22,32 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = (int(v) for v in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+        return low, high
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux's default
+
+
+def stable_port(host: str = "127.0.0.1", tries: int = 200) -> int:
+    """A free port *below* the kernel's ephemeral range, for an address that must stay the same: a port the kernel
+    may hand to any outgoing connection (binding port 0 picks one) can be taken while the server is down for a
+    restart, and the URL callers hold would move."""
+    low, _ = _ephemeral_range()
+    start, end = (20000, low) if low > 21000 else (low // 2, low)
+    rng = random.Random()
+    for _ in range(tries):
+        port = rng.randrange(start, end)
+        with socket.socket() as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue
+            return port
+    return free_port(host)
 
 
 def check_port(port: int, host: str = "127.0.0.1") -> None:
