@@ -106,9 +106,11 @@ function timeChart(root, state, o) {
   const brush = s("rect", { y: T, height: H - T - B, fill: "rgba(9,105,218,0.12)", visibility: "hidden" });
   svg.append(cursor, brush);
   const tOf = (evt) => { const b = svg.getBoundingClientRect(); return t0 + (evt.clientX - b.left - L) / (W - L - R) * (t1 - t0); };
-  let drag = null;
+  // the drag's start lives in the panel's state, so a refresh that redraws the chart mid-drag does not lose it
+  const key = o.cls || "chart";
+  const dragged = () => (state.drag && state.drag.key === key ? state.drag.t : null);
   svg.addEventListener("mousemove", (evt) => {
-    const t = tOf(evt);
+    const t = tOf(evt), drag = dragged();
     if (drag != null) { brush.setAttribute("x", Math.min(x(drag), x(t))); brush.setAttribute("width", Math.abs(x(t) - x(drag))); brush.setAttribute("visibility", "visible"); }
     const rows = [];
     let best = null;
@@ -121,12 +123,12 @@ function timeChart(root, state, o) {
     cursor.setAttribute("x1", x(best)); cursor.setAttribute("x2", x(best)); cursor.setAttribute("visibility", "visible");
     showTip(root, evt, `<div>${clock(best)}</div>` + rows.join("<br>"));
   });
-  svg.addEventListener("mouseleave", () => { hideTip(root); cursor.setAttribute("visibility", "hidden"); drag = null; brush.setAttribute("visibility", "hidden"); });
-  svg.addEventListener("mousedown", (evt) => { drag = tOf(evt); evt.preventDefault(); });
+  svg.addEventListener("mouseleave", () => { hideTip(root); cursor.setAttribute("visibility", "hidden"); if (svg.isConnected) state.drag = null; brush.setAttribute("visibility", "hidden"); });
+  svg.addEventListener("mousedown", (evt) => { state.drag = { key, t: tOf(evt) }; evt.preventDefault(); });
   svg.addEventListener("mouseup", (evt) => {
-    const t = tOf(evt);
+    const t = tOf(evt), drag = dragged();
+    state.drag = null;
     if (drag != null && Math.abs(x(t) - x(drag)) > 6) { state.zoom = [Math.min(drag, t), Math.max(drag, t)]; state.redraw(); }
-    drag = null;
   });
   svg.addEventListener("dblclick", () => { state.zoom = null; state.redraw(); });
   return svg;
