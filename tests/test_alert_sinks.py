@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import notebook
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
+from conftest import notebook
 
 from nbdeploy.errors import UsageError
 from nbdeploy.maintenance.sinks import (
