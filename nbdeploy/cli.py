@@ -208,6 +208,10 @@ def _maintenance(args: argparse.Namespace) -> int:
     from .maintenance import Maintenance
 
     m = Maintenance(args.name)
+    if args.start:
+        m.start()
+        sys.stdout.write(f"{args.name}: maintenance running (pid {m.pid})\n")
+        return 0
     if args.stop:
         m.stop()
         sys.stdout.write(f"{args.name}: maintenance stopped\n")
@@ -416,9 +420,10 @@ def parser() -> argparse.ArgumentParser:
         k = sub.add_parser(cmd, help=helptext)
         k.add_argument("name")
         k.set_defaults(func=func)
-    mt = sub.add_parser("maintenance", help="a name's alerting and retraining scheduler: status, history, stop")
+    mt = sub.add_parser("maintenance", help="a name's alerting and retraining scheduler: status, history, start, stop")
     mt.add_argument("name")
     mt.add_argument("--stop", action="store_true", help="end the scheduler (the live version keeps serving)")
+    mt.add_argument("--start", action="store_true", help="start it again from its saved spec (e.g. after a reboot)")
     mt.add_argument("--history", action="store_true", help="alerts, retrainings, promotions and rollbacks")
     mt.add_argument("--rules-file", default=None, help="write the rules as a Prometheus alerting-rules file")
     mt.set_defaults(func=_maintenance)

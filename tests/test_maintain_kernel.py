@@ -188,4 +188,10 @@ def test_the_scheduler_survives_the_kernel_and_a_flapping_signal_notifies_once(k
     stopped = _cli("maintenance", NAME, "--stop")
     assert stopped.returncode == 0, stopped.stderr
     assert m.pid is None and not is_alive(pid, _marker(NAME))
+    # after a reboot (or a stop) the saved spec starts again, the webhook's secret with it, and resumes its state
+    again = _cli("maintenance", NAME, "--start")
+    assert again.returncode == 0 and m.running() and m.pid != pid, again.stderr
+    assert m.status()["last"]["error_rate"] is not None  # the windows judged before the stop are remembered
+    m.stop()
+    assert m.pid is None
     assert nbdeploy.audit(NAME)["action"].iloc[-1] == "maintain-stopped"

@@ -85,12 +85,7 @@ def maintain(
     handle = Maintenance(name)
     handle.stop(quiet=True)
     store.save_spec(spec)
-    started = time.time()
-    folder = store.folder(name)
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    pid = spawn([sys.executable, "-m", "nbdeploy.maintenance", name], folder / store.SCHEDULER_LOG, env, folder)
-    (folder / store.PID).write_text(str(pid))
-    handle.wait_started(pid, started)
+    handle.start()
     return handle
 
 
@@ -119,6 +114,23 @@ class Maintenance:
     @property
     def rules(self) -> list[AlertRule]:
         return store.load_spec(self.name).rules
+
+    def start(self) -> Maintenance:
+        """Start the scheduler again from the saved rules, sinks and retrain function (after a reboot, or a
+        ``stop()``): it resumes from its saved state. A running one is left as it is."""
+        if self.running():
+            return self
+        folder = store.folder(self.name)
+        if not (folder / store.SPEC).exists():
+            raise UsageError(f"'{self.name}' has no maintenance to start", hint="set one up with dep.maintain(...)")
+        started = time.time()
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        pid = spawn(
+            [sys.executable, "-m", "nbdeploy.maintenance", self.name], folder / store.SCHEDULER_LOG, env, folder
+        )
+        (folder / store.PID).write_text(str(pid))
+        self.wait_started(pid, started)
+        return self
 
     def wait_started(self, pid: int, since: float, timeout: float = 60.0) -> None:
         log_path = store.folder(self.name) / store.SCHEDULER_LOG
