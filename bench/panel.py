@@ -75,25 +75,40 @@ def append(recorder: Any, rng: Any, n_features: int, n: int, shifted: int, rows:
         )  # fmt: skip
 
 
-def measure(n_features: int, refreshes: int, drift_every_s: float) -> dict[str, float]:
+def measure(n_features: int, refreshes: int, drift_every_s: float, process: bool) -> dict[str, float]:
+    import psutil
+
     from nbdeploy.monitor.widget import Panel
 
-    rec, recorder, rng = recorded(f"bench-panel-{n_features}-{drift_every_s:g}", n_features)
+    rec, recorder, rng = recorded(f"bench-panel-{n_features}-{drift_every_s:g}-{int(process)}", n_features)
     t0 = time.thread_time()
-    panel = Panel(rec, start=False, drift_every_s=drift_every_s)
+    panel = Panel(rec, start=False, drift_every_s=drift_every_s, judge_process=process)
     first = (time.thread_time() - t0) * 1000
-    costs = []
+    if panel.judge is not None:
+        panel.judge.warm(panel.cache)  # as a live panel does when it starts
+    costs, walls, judged, worker_ms = [], [], 0, 0.0
     for _ in range(refreshes):
         append(recorder, rng, n_features, 10, 3, 2, time.time())
         assert recorder.flush(30)
-        t0 = time.thread_time()
+        before = panel.data.drift_at if panel.data else 0.0
+        worker = psutil.Process(panel.judge.pid) if panel.judge is not None and panel.judge.pid else None
+        spent = sum(worker.cpu_times()[:2]) if worker else 0.0
+        t0, w0 = time.thread_time(), time.perf_counter()
         panel.refresh()
         costs.append((time.thread_time() - t0) * 1000)
-    assert panel.data is not None and len(panel.data.drifted) >= 3, panel.data and panel.data.drifted
+        walls.append((time.perf_counter() - w0) * 1000)
+        assert panel.data is not None
+        if panel.data.drift_at != before:
+            judged += 1
+            if worker is not None:
+                worker_ms += (sum(worker.cpu_times()[:2]) - spent) * 1000
+    assert len(panel.data.drifted) >= 3, panel.data.drifted
     drifted = len(panel.data.drifted)
     panel.close()
     return {"features": n_features, "first_ms": first, "median_ms": statistics.median(costs),
-            "p90_ms": sorted(costs)[int(0.9 * (len(costs) - 1))], "max_ms": max(costs), "drifted": drifted}  # fmt: skip
+            "p90_ms": sorted(costs)[int(0.9 * (len(costs) - 1))], "max_ms": max(costs), "drifted": drifted,
+            "judged": judged, "wall_ms": statistics.median(walls),
+            "worker_ms": worker_ms / judged if process and judged else float("nan")}  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -102,19 +117,71 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--refreshes", type=int, default=20)
     args = ap.parse_args(argv)
     os.environ.setdefault("NBDEPLOY_HOME", tempfile.mkdtemp(prefix="nbdeploy-bench-panel-"))
-    for every in (15.0, 0.0):
-        rows = [measure(n, args.refreshes, every) for n in args.features]
-        what = "drift recomputed every refresh (worst case)" if not every else "drift every 15 s (the panel's default)"
-        print(f"\n{what}")
-        _table(rows)
+    for process in (True, False):
+        for every in (15.0, 0.0):
+            rows = [measure(n, args.refreshes, every, process) for n in args.features]
+            where = "drift judged by the panel's worker process" if process else "drift judged in the kernel"
+            what = "every refresh (worst case)" if not every else "at most every 15 s (the panel's default)"
+            print(f"\n{where}, {what}")
+            _table(rows)
     return 0
 
 
+def section(refreshes: int = 20, features: tuple[int, ...] = (31, 100, 200)) -> str:
+    """docs/performance.md's panel section (bench/run.py): the same measurements, as a markdown table."""
+    os.environ.setdefault("NBDEPLOY_HOME", tempfile.mkdtemp(prefix="nbdeploy-bench-panel-"))
+    ordinary = {n: measure(n, refreshes, 15.0, True) for n in features}
+    worker = {n: measure(n, refreshes, 0.0, True) for n in features}
+    kernel = {n: measure(n, refreshes, 0.0, False) for n in features}
+
+    def cell(r: dict[str, float]) -> str:
+        return f"{r['median_ms']:.1f} / {r['p90_ms']:.1f} / {r['max_ms']:.1f}"
+
+    rows = [
+        f"| {n} | {cell(ordinary[n])} | {cell(worker[n])} | {cell(kernel[n])} | {worker[n]['worker_ms']:.0f} | "
+        f"{min(r[n]['first_ms'] for r in (ordinary, worker, kernel)):.0f}–"
+        f"{max(r[n]['first_ms'] for r in (ordinary, worker, kernel)):.0f} |"
+        for n in features
+    ]
+    worst = max(max(worker[n]["max_ms"], ordinary[n]["max_ms"]) for n in features)
+    return "\n".join(
+        [
+            "## Monitoring panel: kernel CPU per refresh (bench/panel.py)",
+            "",
+            "A stopped deployment's request log (1,500 requests of 2 rows, three features shifted), 10 new requests "
+            f"between refreshes, {refreshes} refreshes; CPU of the refreshing thread (what the kernel pays), median, p90 "
+            'and max in ms. "Re-judging" is the worst case, drift judged again on every refresh (the panel does it at '
+            'most every 15 s, `drift_every_s`); "ordinary" is a refresh that does not.',
+            "",
+            "| features | ordinary refresh | re-judging refresh, judged by the panel's worker process (default) | "
+            "re-judging refresh, judged in the kernel (`judge_process=False`) | worker CPU per judgement | "
+            "first refresh |",
+            "|---|---|---|---|---|---|",
+            *rows,
+            "",
+            "After the first picture, a live panel has drift judged again by a worker process of its own "
+            "(`python -m nbdeploy.monitor.judge`, `monitor/judge.py`): it keeps its own copy of the request log, runs "
+            "the tests (KS and Wasserstein from one merge, chi-square and Jensen-Shannon), the distributions and the "
+            "shift's attribution, and sends back the table ready to draw as one JSON string. The kernel unpickles the "
+            "answer and hands the string to the widget (ipywidgets neither walks nor re-encodes it), so a refresh costs "
+            "it about the same at 200 features as at 31; the refresh thread waits for the answer on a pipe (up to 2 s, "
+            "no CPU). The worker's CPU (psutil) is spent on the other core. The first refresh (the whole log read, the "
+            "reference's statistics, the first judgement) is still the kernel's: paid once, when the panel opens, so "
+            "the panel shows drift at once (and an executed notebook keeps it).",
+            f"Goal (issue 21): ≤ 50 ms per refresh, the panel usable at 200 features: worst refresh after the first "
+            f"{worst:.1f} ms: {'met' if worst <= 50 else 'missed'}.",
+            "",
+        ]
+    )
+
+
 def _table(rows: list[dict[str, float]]) -> None:
-    print(f"{'features':>8} {'first refresh':>14} {'median':>8} {'p90':>8} {'max':>8} {'drifted':>8}  (kernel CPU, ms)")
+    print(f"{'features':>8} {'first refresh':>14} {'median':>8} {'p90':>8} {'max':>8} {'drifted':>8} "
+          f"{'judged':>7} {'wall median':>12} {'worker/judgement':>17}  (ms; kernel CPU unless said)")  # fmt: skip
     for r in rows:
         print(f"{r['features']:>8} {r['first_ms']:>14.1f} {r['median_ms']:>8.1f} {r['p90_ms']:>8.1f} "
-              f"{r['max_ms']:>8.1f} {r['drifted']:>8}")  # fmt: skip
+              f"{r['max_ms']:>8.1f} {r['drifted']:>8} {r['judged']:>7} {r['wall_ms']:>12.1f} "
+              f"{r['worker_ms']:>17.1f}")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench import batch as batch_bench  # noqa: E402
 from bench import deploy_time, loadgen, peers  # noqa: E402
+from bench import panel as panel_bench  # noqa: E402
 
 
 def _model() -> tuple[object, pd.DataFrame]:
@@ -421,6 +422,7 @@ def main(argv: list[str] | None = None) -> int:
     text += "\n" + cli_report(cli, rows=1)
     text += "\n" + batch_bench.section(200_000 if args.quick else 1_000_000)  # bench/batch.py
     text += "\n" + capture_cost.section()  # capture cost against model size (bench/capture_cost.py)
+    text += "\n" + panel_bench.section(10 if args.quick else 20)  # the panel's kernel CPU (bench/panel.py)
     print("\n" + text)
     Path(args.out).write_text(text)
     print(f"written to {args.out}")

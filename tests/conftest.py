@@ -7,6 +7,7 @@ any process started under the test home is still alive at the end.
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import textwrap
 from pathlib import Path
@@ -50,6 +51,14 @@ def _schedulers(home: str) -> list[int]:
     return found
 
 
+def _parent(pid: int) -> int:
+    with contextlib.suppress(OSError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("PPid:"):
+                return int(line.split()[1])
+    return -1
+
+
 @pytest.fixture(scope="session", autouse=True)
 def nbdeploy_home(tmp_path_factory: pytest.TempPathFactory):
     home = tmp_path_factory.mktemp("nbdeploy-home")
@@ -63,7 +72,10 @@ def nbdeploy_home(tmp_path_factory: pytest.TempPathFactory):
     for pid in schedulers:
         with contextlib.suppress(OSError):
             os.kill(pid, 15)
+    gc.collect()  # a panel dropped without close() ends its drift judge when collected
+    judges = [pid for pid in members(0, "nbdeploy.monitor.judge") if _parent(pid) == os.getpid()]
     left = [(pid, cmdline(pid)) for pid in members(0, str(home))] + [(pid, "scheduler") for pid in schedulers]
+    left += [(pid, "a live panel's drift judge") for pid in judges]
     for pid, _ in left:
         with contextlib.suppress(OSError):
             os.killpg(pid, 9)

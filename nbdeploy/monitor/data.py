@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -29,7 +29,10 @@ from .scores import CALIBRATION_COLUMNS, evaluate
 from .source import Source, StatusFn, Watched, watch
 from .store import RequestLog, accuracy_over_time, load_reference, logged_schema
 
-__all__ = ["ENDED", "PanelData", "snapshot"]
+if TYPE_CHECKING:
+    from .judge import Judge
+
+__all__ = ["ENDED", "PanelData", "judge_drift", "snapshot"]
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +94,8 @@ class PanelData:
     scrape: metrics.Scrape | None = field(default=None, repr=False)  # for the next window
     # the name's latest alerts, retrainings, promotions and rollbacks, oldest first (``history.row``'s dicts)
     timeline: list[dict[str, Any]] = field(default_factory=list, repr=False)
+    # the drift part of the browser's view model as JSON, when it was computed with the drift (the judge process)
+    drift_view: str | None = field(default=None, repr=False)
 
 
 def snapshot(
@@ -106,6 +111,7 @@ def snapshot(
     drift_every_s: float = 0.0,
     status: StatusFn | None = None,
     cache: LogCache | None = None,
+    judge: Judge | None = None,
 ) -> PanelData:
     """What the panel shows now, for a ``Deployment`` handle, a registry ``Record`` or a deployment name.
 
@@ -124,7 +130,8 @@ def snapshot(
     since it or it is younger than ``drift_every_s``.
 
     ``cache`` (a live panel's ``LogCache``): read only what the log gained since the last refresh, keep the
-    reference's statistics and the drift flags (hysteresis) between refreshes.
+    reference's statistics and the drift flags (hysteresis) between refreshes. ``judge`` (with ``cache``): drift is
+    judged again in that process (``monitor.judge``), not in the caller's, once ``reuse`` exists.
     """
     registry = registry or Registry()
     rec, state = watch(deployment, registry, status).read(registry)
@@ -144,7 +151,7 @@ def snapshot(
         everything = cache.requests() if cache is not None else reqlog.requests()
         data.total_requests, data.total_from = len(everything), "log"
         data.errors = int((everything["status"] != 200).sum())
-    _drift(data, frame, rec, reqlog, reuse, max_rows, thresholds, drift_every_s, cache)
+    _drift(data, frame, rec, reqlog, reuse, max_rows, thresholds, drift_every_s, cache, judge)
     _timeline(data, registry)
     if cache is not None and reuse is not None and not cache.feedback_changed():
         for name in FEEDBACK_FIELDS:  # no new feedback: the same scores
@@ -241,7 +248,7 @@ def _traffic(frame: pd.DataFrame, now: float) -> tuple[pd.DataFrame, int]:
 
 DRIFT_FIELDS = (
     "drift", "drifted", "reference_predictions", "live_predictions", "labels", "drift_at", "drift_basis",
-    "dataset_drift", "drift_rows", "distributions", "attribution",
+    "dataset_drift", "drift_rows", "distributions", "attribution", "drift_view",
 )  # fmt: skip
 
 
@@ -255,8 +262,10 @@ def _drift(
     thresholds: DriftThresholds | None,
     drift_every_s: float,
     cache: LogCache | None = None,
+    judge: Judge | None = None,
 ) -> None:
-    """Drift and the prediction distribution: ``reuse``'s when still current, else computed now."""
+    """Drift and the prediction distribution: ``reuse``'s when still current, else computed now (by ``judge``'s
+    process when there is one: ``reuse`` kept while its answer is on the way)."""
     answered = frame[frame["status"] == 200]
     data.drift_basis = (len(answered), float(answered["ts"].max()) if len(answered) else 0.0)
     if reuse is not None and (reuse.name, reuse.version) == (rec.name, rec.version):
@@ -264,15 +273,32 @@ def _drift(
         if reuse.drift_basis == data.drift_basis or (busy and data.at - reuse.drift_at < drift_every_s):
             _copy_drift(reuse, data)
             return
-    kept = _KeptRows(reqlog.directory) if cache is None else reqlog
+        if judge is not None and cache is not None:
+            judged = judge.judge(data, cache, max_rows)
+            if judged is not None:
+                if not judged:  # asked; the answer comes with a later refresh
+                    _copy_drift(reuse, data)
+                return
+    judge_drift(data, rec, _KeptRows(reqlog.directory) if cache is None else reqlog, max_rows, thresholds, cache)
+
+
+def judge_drift(
+    data: PanelData,
+    rec: Record | None,
+    reqlog: RequestLog,
+    max_rows: int,
+    thresholds: DriftThresholds | None,
+    cache: LogCache | None,
+) -> None:
+    """Drift, the distributions and the attribution now; what fails is said in ``data.problems``."""
     try:
-        _drift_part(data, rec, kept, max_rows, thresholds, cache)
+        _drift_part(data, rec, reqlog, max_rows, thresholds, cache)
     except Exception as exc:  # keep the rest of the panel
         log.debug("drift failed", exc_info=True)
         data.problems.append(f"drift could not be computed: {type(exc).__name__}: {exc}")
         return
     try:
-        _attribute(data, kept, max_rows, cache)
+        _attribute(data, reqlog, max_rows, cache)
     except Exception as exc:
         log.debug("attribution failed", exc_info=True)
         data.problems.append(f"the attribution could not be computed: {type(exc).__name__}: {exc}")
@@ -317,7 +343,7 @@ def _attribute(data: PanelData, reqlog: RequestLog, max_rows: int, cache: LogCac
 
 def _drift_part(
     data: PanelData,
-    rec: Record,
+    rec: Record | None,
     reqlog: RequestLog,
     max_rows: int,
     thresholds: DriftThresholds | None,
@@ -331,7 +357,7 @@ def _drift_part(
         current, preds = cache.rows(window)
     else:
         ref = load_reference(reqlog.directory)
-        schema = logged_schema(rec.info) if rec.info.schema else {}
+        schema = logged_schema(rec.info) if rec is not None and rec.info.schema else {}
         current, preds = reqlog.recent_rows(schema, window) if schema else (pd.DataFrame(), np.array([]))
     data.live_predictions = np.asarray(preds)
     data.drift_rows = len(current)

@@ -30,7 +30,9 @@ def report_html(data: PanelData, cache: LogCache | None = None) -> str:
     if cache is None:
         cache = LogCache(config.deployment_dir(data.name, data.version), {})
         cache.update()
-    model = json.dumps(view_model(data, cache), separators=(",", ":"), allow_nan=False).replace("</", "<\\/")
+    view = view_model(data, cache)
+    view.update(json.loads(view.pop("drift_json", "{}")))  # a live panel's data: its drift part came as JSON
+    model = json.dumps(view, separators=(",", ":"), allow_nan=False).replace("</", "<\\/")
     t = tiles(data)
     problems = "".join(f"<div style='color:{ORANGE}'>{html.escape(p)}</div>" for p in notes(data))
     title = f"{data.name} v{data.version}: monitoring report"

@@ -7,6 +7,7 @@ selected feature) to itself. The same script draws the standalone report (``moni
 
 from __future__ import annotations
 
+import json
 import math
 from functools import cache
 from importlib import resources
@@ -19,7 +20,7 @@ from .cache import LogCache
 from .data import PanelData
 from .style import fmt_span
 
-__all__ = ["RANGES", "ChartsView", "script", "view_model", "wilson"]
+__all__ = ["RANGES", "ChartsView", "drift_json", "drift_view", "script", "view_model", "wilson"]
 
 #: view_model's keys that change only when drift is judged again
 DRIFT_KEYS = (
@@ -167,34 +168,46 @@ def view_model(
     meta = meta if meta is not None else (cache.meta if cache is not None else pd.DataFrame())
     if meta.empty:
         meta = pd.DataFrame({"ts": [], "latency_ms": [], "status": []})
+    out: dict[str, Any] = {"name": data.name, "version": data.version, "at": data.at}
+    if drift and data.drift_view is not None:
+        out["drift_json"] = data.drift_view  # judged in the judge process, serialised there
+    elif drift:
+        out.update(drift_view(data, cache))
+    out.update(
+        {
+            "traffic": {k: _series(meta, data.at, span, bucket) for k, (span, bucket) in RANGES.items()},
+            "accuracy": _accuracy(data),
+            "calibration": _calibration(data),
+            "tiles_window": fmt_span(data.window_s) if data.window_s else "",
+            "timeline": data.timeline,
+        }
+    )
+    return out
+
+
+def drift_json(part: dict[str, Any]) -> str:
+    """The drift part as the widget carries it: one JSON string (ipywidgets neither walks nor re-encodes it)."""
+    return json.dumps(part, separators=(",", ":"), allow_nan=False)
+
+
+def drift_view(data: PanelData, cache: LogCache | None = None) -> dict[str, Any]:
+    """``view_model``'s drift part (``DRIFT_KEYS``): the table, distributions, statistic over time, the rule;
+    computed where drift was judged (the panel's judge process, ``monitor.judge``) and sent to the kernel ready."""
     moves = data.attribution.moves if data.attribution is not None else {}
-    features = _features(data.drift, moves) if drift and not data.drift.empty else []
+    features = _features(data.drift, moves) if not data.drift.empty else []
     window = f"latest {data.drift_rows:,} live rows of v{data.version}" if data.drift_rows else f"v{data.version}"
-    no_drift = next((p for p in data.problems if "reference" in p), "no drift table yet")
-    out = {
-        "name": data.name,
-        "version": data.version,
-        "at": data.at,
+    return {
         "drift_at": data.drift_at,
         "window": window,
         "rule": data.thresholds.describe(),
         "dataset_drift": data.dataset_drift,
         "drifted": list(data.drifted),
         "features": features,
-        "dist": data.distributions if drift else {},
-        "history": _history(cache, [f["name"] for f in features]) if drift else {},
-        "traffic": {k: _series(meta, data.at, span, bucket) for k, (span, bucket) in RANGES.items()},
-        "accuracy": _accuracy(data),
-        "calibration": _calibration(data),
-        "attribution": _attribution(data) if drift else None,
-        "no_drift": no_drift,
-        "tiles_window": fmt_span(data.window_s) if data.window_s else "",
-        "timeline": data.timeline,
+        "dist": data.distributions,
+        "history": _history(cache, [f["name"] for f in features]),
+        "no_drift": next((p for p in data.problems if "reference" in p), "no drift table yet"),
+        "attribution": _attribution(data),
     }
-    if not drift:
-        for key in DRIFT_KEYS:
-            out.pop(key, None)
-    return out
 
 
 def _widget_class() -> Any:
@@ -206,15 +219,22 @@ def _widget_class() -> Any:
 
         _esm = script()
         data = traitlets.Dict().tag(sync=True)  # traffic, accuracy, tiles: every refresh (a few kB)
-        drift = traitlets.Dict().tag(sync=True)  # table, distributions, history: only when drift was judged
+        # table, distributions, history as JSON (``drift_json``): only when drift was judged
+        drift_json = traitlets.Unicode("").tag(sync=True)
         timeline = traitlets.List(traitlets.Dict()).tag(sync=True)  # alerts, retrainings...: when one was added
+
+        @property
+        def drift(self) -> dict[str, Any]:
+            """The drift part last sent (``DRIFT_KEYS``)."""
+            return json.loads(self.drift_json) if self.drift_json else {}
 
         def show(self, model: dict[str, Any]) -> None:
             """Send ``view_model``'s output: the drift part only when it changed (its ``drift_at``), the timeline
             only when it did."""
             part = {k: model.pop(k) for k in DRIFT_KEYS if k in model}
-            if part and part != self.drift:
-                self.drift = part
+            text = model.pop("drift_json", None) or (drift_json(part) if part else None)
+            if text and text != self.drift_json:
+                self.drift_json = text
             events = model.pop("timeline", None)
             if events is not None and events != self.timeline:
                 self.timeline = events

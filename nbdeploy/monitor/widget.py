@@ -19,6 +19,7 @@ from . import metrics
 from .cache import LogCache
 from .data import ENDED, PanelData, snapshot
 from .html import TILES, StaticPanel, header, notes, tiles
+from .judge import Judge
 from .source import Source, StatusFn, Watched, watch
 from .store import logged_schema
 from .style import MUTED, RED, clock
@@ -40,7 +41,9 @@ class Panel:
     state). ``data`` is the latest ``PanelData``; ``tiles`` the headline tiles' HTML widgets by key
     (``TILES``), each with the CSS class ``nbdeploy-tile-KEY``. Errors never reach the kernel: they show in the
     status line at the bottom. Rates and latencies cover the last ``window_s`` seconds; drift is
-    recomputed at most every ``drift_every_s`` seconds, from the latest ``max_rows`` logged rows.
+    recomputed at most every ``drift_every_s`` seconds, from the latest ``max_rows`` logged rows; after the first
+    picture, by a worker process (``monitor.judge``; ``judge_process=False``: in the kernel), so a refresh costs
+    the kernel little whatever the number of features.
     The status shown is ``deployment.status()`` for a handle, else ``status()`` when given, else the registry's.
     """
 
@@ -54,6 +57,7 @@ class Panel:
         max_rows: int = 2000,
         start: bool = True,
         status: StatusFn | None = None,
+        judge_process: bool = True,
     ) -> None:
         if not interval > 0:
             raise UsageError(f"interval must be a positive number of seconds, not {interval!r}")
@@ -70,7 +74,11 @@ class Panel:
 
         rec = self._registry.get(self.name, self.version)
         schema = logged_schema(rec.info) if rec.info.schema else {}
-        self.cache = LogCache(config.deployment_dir(self.name, self.version), schema, keep_rows=max_rows)
+        directory = config.deployment_dir(self.name, self.version)
+        self.cache = LogCache(directory, schema, keep_rows=max_rows)
+        self.judge = Judge(self.name, self.version, directory, schema, max_rows) if judge_process else None
+        if self.judge is not None:
+            weakref.finalize(self, self.judge.close)  # a panel dropped without close() ends its worker too
         self.error: str | None = None  # the last refresh's error, if it failed
         self._scrapes: deque[metrics.Scrape] = deque()
         self._stop = threading.Event()
@@ -81,6 +89,8 @@ class Panel:
         self.refresh()
         if start and self.data is not None and self.data.status not in ENDED:
             self._claim()
+            if self.judge is not None and schema:
+                self.judge.warm(self.cache)
             self._thread = threading.Thread(target=self._run, name=f"nbdeploy-panel-{self.name}", daemon=True)
             self._thread.start()
         else:
@@ -145,6 +155,8 @@ class Panel:
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout=self.interval + 60)
+        if self.judge is not None:
+            self.judge.close()
         self.cache.close()
         if was_live:
             self._set_status(f"updates {reason} (last data {self._when()})", keep=True)
@@ -174,6 +186,7 @@ class Panel:
                     reuse=self.data,
                     drift_every_s=self.drift_every_s,
                     cache=self.cache,
+                    judge=self.judge,
                 )
                 if data.scrape is not None:
                     if self._scrapes and data.scrape.total < self._scrapes[-1].total:

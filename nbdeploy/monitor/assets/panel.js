@@ -488,15 +488,18 @@ export default {
   render({ model, el }) {
     nbdeployStyle(el);
     const state = {};
+    let driftText = null, drift = {};
     const draw = () => {
       const d = model.get("data");
       if (!d || !d.at) return;
-      const data = { ...model.get("drift"), ...d, timeline: model.get("timeline") };
+      const text = model.get("drift_json");
+      if (text !== driftText) { driftText = text; drift = text ? JSON.parse(text) : {}; }  // parsed once per judgement
+      const data = { ...drift, ...d, timeline: model.get("timeline") };
       nbdeployPanel(el, data, state);
       toastAlerts(el, data, state);
     };
     model.on("change:data", draw);
-    model.on("change:drift", draw);
+    model.on("change:drift_json", draw);
     model.on("change:timeline", draw);
     draw();
   },
