@@ -220,6 +220,51 @@ def test_an_unreachable_service_stops_the_job_and_says_how_to_resume(tmp_path):
     assert (tmp_path / "s.parquet.nbdeploy-parts" / "checkpoint.db").exists()
 
 
+def test_each_chunk_goes_on_a_new_connection():
+    """A kept connection stays with the worker (or replica) that accepted it, so a job's chunks never reached a worker
+    that started after the job did (measured: one of two workers idle): each chunk goes on a connection of its own.
+    A real HTTP/1.1 server that would keep connections alive records the client's port of every request."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from nbdeploy.batch.transport import Transport
+    from nbdeploy.runtime import frames
+
+    ports: list[int] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive unless the client says otherwise
+
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["content-length"]))
+            _, arrays = frames.decode(body, frames.Limits(1000, 10, 1 << 20))
+            ports.append(self.client_address[1])
+            out = json.dumps({"predictions": [1] * len(arrays[0]), "request_id": f"r{len(ports)}"}).encode()
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(out)))
+            self.end_headers()
+            self.wfile.write(out)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    transport = Transport(f"http://127.0.0.1:{server.server_port}", lambda _: {}, "predict", 2, 10.0, 1.0)
+    try:
+        for i in range(5):
+            answer = transport.send(pd.DataFrame({"a": [1.0, 2.0, 3.0], "b": [i, i, i]}))
+            assert answer.values is not None and list(answer.values) == [1, 1, 1]
+    finally:
+        transport.close()
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
+    assert len(ports) == 5 and len(set(ports)) == 5, ports
+
+
 # -- through a real service -------------------------------------------------------------------------------------
 
 

@@ -65,3 +65,29 @@ def test_two_workers_answer_log_once_and_take_feedback_for_each_other(stop_after
         return got if len(got) >= len(ids) else None
 
     assert sorted(until(logged, 20, "the request log")) == sorted(ids)  # each request once
+
+
+def test_batch_chunks_are_shared_by_both_workers(stop_after, tmp_path) -> None:
+    """A batch job's chunks are shared by both workers (each chunk on a connection of its own: see
+    ``batch/transport.py``), and the predictions are the model's."""
+    from sklearn.ensemble import RandomForestClassifier
+
+    rng = np.random.default_rng(5)
+    X = pd.DataFrame(rng.normal(size=(2000, 6)), columns=[f"f{i}" for i in range(6)])
+    model = RandomForestClassifier(n_estimators=30, random_state=0).fit(X, (X.f0 + X.f1 > 0).astype(int))
+    dep = nbdeploy.deploy(model, name="two-workers-batch", sample=X, limits={"workers": 2}, compile=False)
+    stop_after(dep)
+    big = pd.DataFrame(rng.normal(size=(120_000, 6)), columns=X.columns).assign(id=np.arange(120_000))
+    result = dep.score(big, into=str(tmp_path / "scores.parquet"), key="id", chunk_rows=4000, progress=False)
+    assert result.rows_scored == 120_000 and result.chunks == 30
+    until(lambda: len(_chunk_requests(dep, 4000)) == 30, 30, "the 30 chunks in the request log")
+    chunks = _chunk_requests(dep, 4000)
+    by_worker = chunks["request_id"].str[:8].value_counts()  # a random prefix per worker process
+    assert len(by_worker) == 2 and by_worker.min() >= 6, by_worker.to_dict()  # each took a fifth of the chunks at least
+    scored = pd.read_parquet(tmp_path / "scores.parquet").sort_values("id")
+    assert np.array_equal(scored["prediction"].to_numpy(), model.predict(big[X.columns]))
+
+
+def _chunk_requests(dep, rows: int) -> pd.DataFrame:
+    log = dep.requests()
+    return log[(log["n_rows"] == rows) & (log["status"] == 200)]
