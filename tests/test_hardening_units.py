@@ -128,6 +128,31 @@ def test_feedback_checks_ids_and_sizes(tmp_path):
     assert from_log.rows("old") == 1 and from_log.rows("refused") is None and from_log.rows("x") is None
 
 
+def test_a_frame_is_logged_as_its_first_rows_in_split_form(tmp_path):
+    """A frame (a batch chunk sent as .npz): its first ``max_rows`` rows, columns and rows as sent, NaN as null; a
+    frame of numbers is written as JSON once, text columns go through the cut of long values; a refused wide frame is
+    cut as a whole."""
+    log = recorder.Recorder(tmp_path, max_rows=50)
+    numbers = pd.DataFrame({"a": np.arange(200) / 3, "b": np.arange(200), "c": np.arange(200) % 2 == 0})
+    numbers.loc[1, "a"] = np.nan
+    text = pd.DataFrame({"a": np.arange(200.0), "s": ["x" * 5000] * 200})
+    wide = pd.DataFrame(np.zeros((3, 20_000)), columns=[f"c{i}" for i in range(20_000)])
+    log.request("numbers", 1.0, 200, numbers, list(range(200)))
+    log.request("text", 1.0, 200, text, list(range(200)))
+    log.request("wide", 1.0, 400, wide, None, "no such columns")
+    assert log.flush()
+    with sqlite3.connect(tmp_path / recorder.DB_NAME) as con:
+        rows = {r[0]: r[1:] for r in con.execute("SELECT request_id, n_rows, inputs FROM requests")}
+    n, inputs = rows["numbers"]
+    kept = json.loads(inputs)
+    assert n == 200 and kept["columns"] == ["a", "b", "c"] and len(kept["data"]) == 50
+    assert kept["data"][0] == [0.0, 0, True] and kept["data"][1][0] is None and kept["data"][3] == [1.0, 3, False]
+    n, inputs = rows["text"]
+    kept = json.loads(inputs)
+    assert n == 200 and len(kept["data"]) == 50 and len(kept["data"][0][1]) < 1100  # each long value cut
+    assert len(rows["wide"][1]) < 70_000 and "truncated" in json.loads(rows["wide"][1])
+
+
 def test_the_request_log_cuts_long_values_and_refused_bodies(tmp_path):
     log = recorder.Recorder(tmp_path)
     log.request("big", 1.0, 200, [{"s": "v" * 100_000}], ["w" * 100_000])

@@ -73,13 +73,18 @@ def _capped(value: Any) -> Any:
     return value
 
 
+class _Encoded(str):
+    """JSON already written (a frame of numbers: nothing in it to cut), kept as it is."""
+
+
 def _dumps(value: Any, refused: bool = False) -> str:
     """JSON for the log; a large one has every long string (and key) cut, so one request cannot bloat it. What a
     refused request sent is not bounded by the schema (a million unknown columns), so it is cut as a whole too."""
-    text = json.dumps(value)
+    text = str(value) if isinstance(value, _Encoded) else json.dumps(value)
     if len(text) <= _CAP_ABOVE_CHARS:
         return text
-    text = json.dumps(_capped(value))
+    if not isinstance(value, _Encoded):
+        text = json.dumps(_capped(value))
     if refused and len(text) > _CAP_ABOVE_CHARS:
         # half: escaping the quotes of the JSON text inside a string can double it
         return json.dumps({"truncated": text[: _CAP_ABOVE_CHARS // 2], "characters": len(text)})
@@ -203,7 +208,10 @@ class Recorder:
             return 1, red.records([inputs])[0]
         if hasattr(inputs, "to_json") and hasattr(inputs, "columns"):  # a frame sent as .npz: kept in split form
             head = red.frame(inputs.head(self.max_rows)) if red.enabled else inputs.head(self.max_rows)
-            split = json.loads(head.to_json(orient="split", index=False, date_format="iso"))
+            text = head.to_json(orient="split", index=False, date_format="iso")
+            if all(dtype.kind in "biuf" for dtype in head.dtypes):  # numbers: written once, not parsed and again
+                return len(inputs), _Encoded(text)
+            split = json.loads(text)
             return len(inputs), {"columns": split["columns"], "data": split["data"]}
         return (1 if inputs is not None else 0), inputs
 
