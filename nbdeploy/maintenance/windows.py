@@ -15,8 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..monitor.store import RequestLog
-from ..runtime.schema import InputError, to_model_input
+from ..monitor.store import RequestLog, parse_logged
 
 GRACE_S = 2.0
 
@@ -61,32 +60,22 @@ def _top(scores: Any, n: int) -> list[float]:
 
 def parse(frame: pd.DataFrame, schema: dict[str, Any], start: float, end: float) -> WindowData:
     """A window from ``RequestLog.window``'s rows: requests that were refused count for errors and latency only."""
-    blocks: list[pd.DataFrame] = []
-    preds: list[Any] = []
+    ok = frame[frame["status"] == 200] if len(frame) else frame
+    pairs = list(zip(ok.get("inputs", []), ok.get("outputs", []), strict=False))
+    inputs_frame, preds, counts = parse_logged(pairs, schema)  # the requests' records validated as one batch
     truth: list[Any] = []
     top: list[float] = []
     ids: list[str] = []
-    ok = frame[frame["status"] == 200] if len(frame) else frame
-    for rid, inputs, outputs, scores, y_true in zip(
-        ok.get("request_id", []), ok.get("inputs", []), ok.get("outputs", []), ok.get("scores", []),
-        ok.get("y_true", []), strict=False,
-    ):  # fmt: skip
-        try:
-            rows = to_model_input(json.loads(inputs), schema)
-            out = json.loads(outputs)
-        except (InputError, ValueError, TypeError):
+    for rid, scores, y_true, n in zip(
+        ok.get("request_id", []), ok.get("scores", []), ok.get("y_true", []), counts, strict=False
+    ):
+        if not n:
             continue
-        if not isinstance(out, list):
-            continue
-        n = min(len(rows), len(out))
-        blocks.append(pd.DataFrame(rows[:n]) if isinstance(rows, np.ndarray) else rows[:n])
-        preds.extend(out[:n])
         labels = json.loads(y_true) if isinstance(y_true, str) else None
         labels = labels if isinstance(labels, list) or labels is None else [labels]
         truth.extend(labels[:n] + [None] * (n - len(labels[:n])) if labels is not None else [None] * n)
         top.extend(_top(scores, n))
         ids.extend([rid] * n)
-    inputs_frame = pd.concat(blocks, ignore_index=True) if blocks else pd.DataFrame()
     y = np.empty(len(truth), dtype=object)
     y[:] = truth
     return WindowData(

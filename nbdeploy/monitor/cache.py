@@ -8,7 +8,6 @@ statistic-over-time chart.
 
 from __future__ import annotations
 
-import json
 import threading
 from collections import deque
 from dataclasses import dataclass, field
@@ -20,10 +19,9 @@ import numpy as np
 import pandas as pd
 
 from ..runtime.recorder import connect
-from ..runtime.schema import InputError, to_model_input
 from .attribution import ReferenceAttribution
 from .drift import DriftThresholds, ReferenceStats
-from .store import RequestLog, load_reference
+from .store import RequestLog, load_reference, parse_logged
 
 __all__ = ["LogCache"]
 
@@ -112,37 +110,13 @@ class LogCache:
         return len(new)
 
     def _parse_pending(self) -> None:
-        """The pending requests' rows: records of many requests validated as one batch (one call, not one each)."""
+        """The pending requests' rows, validated as one batch (``store.parse_logged``)."""
         pending, self.pending = self.pending, []
-        batched: list[tuple[Any, Any]] = []
-        for inputs, outputs in pending:
-            value, out = json.loads(inputs), json.loads(outputs)
-            if not isinstance(out, list):
-                continue
-            if isinstance(value, list) and len(value) == len(out) and all(isinstance(r, dict) for r in value):
-                batched.append((value, out))
-            else:
-                self._add_rows(value, out)
-        if batched:
-            try:
-                self._add_rows([r for v, _ in batched for r in v], [p for _, o in batched for p in o], True)
-            except (InputError, ValueError, TypeError):  # one bad request: validate them one by one
-                for value, out in batched:
-                    self._add_rows(value, out)
-
-    def _add_rows(self, value: Any, out: Any, raise_errors: bool = False) -> None:
-        try:
-            rows = to_model_input(value, self.schema)
-        except (InputError, ValueError, TypeError):
-            if raise_errors:
-                raise
+        frame, preds, _ = parse_logged(pending, self.schema)
+        if not preds:
             return
-        if not isinstance(out, list):
-            return
-        n = min(len(rows), len(out))
-        block = pd.DataFrame(rows[:n]) if isinstance(rows, np.ndarray) else rows[:n]
-        self.blocks.append((block, out[:n]))
-        self.block_rows += n
+        self.blocks.append((frame, preds))
+        self.block_rows += len(preds)
         while len(self.blocks) > 1 and self.block_rows - len(self.blocks[0][1]) >= self.keep_rows:
             self.block_rows -= len(self.blocks.popleft()[1])
 

@@ -16,6 +16,61 @@ from ..runtime.redact import Redactor
 from ..runtime.schema import InputError, to_model_input
 
 
+def parse_logged(pairs: list[tuple[Any, Any]], schema: dict[str, Any]) -> tuple[pd.DataFrame, list[Any], list[int]]:
+    """Logged requests' ``(inputs, outputs)`` JSON as the model saw them: their input rows as one frame, the
+    predictions, and each request's row count in them (0: refused by the schema, unreadable, or outputs that are not
+    a list), in the requests' order. Records of many requests are validated as one batch (one call, not one each);
+    if one of them is bad, they are validated one by one."""
+    loaded: list[tuple[Any, Any]] = []
+    for inputs, outputs in pairs:
+        try:
+            loaded.append((json.loads(inputs), json.loads(outputs)))
+        except (TypeError, ValueError):
+            loaded.append((None, None))
+    counts = [0] * len(loaded)
+    pieces: dict[int, tuple[pd.DataFrame, list[Any]]] = {}
+    records = [
+        i for i, (value, out) in enumerate(loaded)
+        if isinstance(out, list) and isinstance(value, list) and value and len(value) == len(out)
+        and all(isinstance(r, dict) for r in value)
+    ]  # fmt: skip
+    alone = [i for i, (_, out) in enumerate(loaded) if isinstance(out, list) and i not in set(records)]
+    if records:
+        try:
+            rows = _frame(to_model_input([r for i in records for r in loaded[i][0]], schema))
+        except (InputError, ValueError, TypeError):
+            alone = sorted(alone + records)
+        else:
+            if not alone:  # the common case: every request's records, in order, validated at once
+                for i in records:
+                    counts[i] = len(loaded[i][1])
+                return rows, [p for i in records for p in loaded[i][1]], counts
+            start = 0
+            for i in records:
+                n = len(loaded[i][1])
+                pieces[i] = (rows.iloc[start : start + n], loaded[i][1])
+                start += n
+    for i in alone:
+        value, out = loaded[i]
+        try:
+            rows = _frame(to_model_input(value, schema))
+        except (InputError, ValueError, TypeError):
+            continue
+        n = min(len(rows), len(out))
+        pieces[i] = (rows.iloc[:n], out[:n])
+    ordered = [pieces[i] for i in sorted(pieces)]
+    for i in pieces:
+        counts[i] = len(pieces[i][1])
+    if not ordered:
+        return pd.DataFrame(), [], counts
+    frame = pd.concat([f for f, _ in ordered], ignore_index=True) if len(ordered) > 1 else ordered[0][0]
+    return frame.reset_index(drop=True), [p for _, out in ordered for p in out], counts
+
+
+def _frame(rows: Any) -> pd.DataFrame:
+    return pd.DataFrame(rows) if isinstance(rows, np.ndarray) else rows
+
+
 class RequestLog:
     """Read-only view of ``requests.db`` in a deployment's data folder."""
 
@@ -71,25 +126,20 @@ class RequestLog:
         frame = self._query(
             "SELECT inputs, outputs FROM requests WHERE status = 200 ORDER BY ts DESC LIMIT ?", (max_rows,)
         )
+        pairs = list(frame.itertuples(index=False, name=None)) if not frame.empty else []
         blocks: list[tuple[pd.DataFrame, list[Any]]] = []  # newest first
         total = 0
-        for inputs, outputs in frame.itertuples(index=False, name=None) if not frame.empty else ():
-            try:
-                rows = to_model_input(json.loads(inputs), schema)
-            except (InputError, ValueError, TypeError):
-                continue
-            out = json.loads(outputs)
-            if not isinstance(out, list):  # scores whose classes could not be told (no classes_)
-                continue
-            n = min(len(rows), len(out))
-            blocks.append((pd.DataFrame(rows[:n]) if isinstance(rows, np.ndarray) else rows[:n], out[:n]))
-            total += n
+        for start in range(0, len(pairs), 500):  # newest first, a few hundred requests at a time, until enough rows
+            rows, preds, _ = parse_logged(pairs[start : start + 500][::-1], schema)
+            blocks.append((rows, preds))
+            total += len(preds)
             if total >= max_rows:
                 break
+        blocks = [b for b in blocks if len(b[1])]
         if not blocks:
             return pd.DataFrame(), np.array([])
         blocks.reverse()
-        data = pd.concat([b[0] for b in blocks], ignore_index=True)
+        data = pd.concat([b[0] for b in blocks], ignore_index=True) if len(blocks) > 1 else blocks[0][0]
         return data, np.asarray([p for b in blocks for p in b[1]])
 
     def feedback(self) -> pd.DataFrame:
@@ -180,4 +230,7 @@ def accuracy_over_time(joined: pd.DataFrame, freq: str = "1min") -> pd.DataFrame
     return pd.DataFrame({"metric": metric, "value": grouped["mean"], "n": grouped["count"].astype(int)})
 
 
-__all__ = ["REFERENCE", "RequestLog", "accuracy_over_time", "load_reference", "logged_schema", "save_reference"]
+__all__ = [
+    "REFERENCE", "RequestLog", "accuracy_over_time", "load_reference", "logged_schema", "parse_logged",
+    "save_reference",
+]  # fmt: skip

@@ -143,6 +143,8 @@ class Panel:
                 self.refresh()
                 if self.data is not None and self.data.status in ENDED:
                     self._stop.set()
+                    if self.judge is not None:
+                        self.judge.close()  # nothing more to judge
                     self._set_status(f"deployment {self.data.status}: updates ended ({self._when()})", keep=True)
         except BaseException as exc:  # refresh() catches everything; this is the last line of defence
             log.debug("nbdeploy monitor panel thread failed", exc_info=True)
