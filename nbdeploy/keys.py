@@ -11,7 +11,6 @@ import contextlib
 import json
 import os
 import secrets
-import tempfile
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -20,6 +19,7 @@ import httpx
 
 from . import config
 from .errors import TargetError
+from .files import write_private
 from .runtime.guard import digest
 
 if TYPE_CHECKING:
@@ -64,18 +64,17 @@ def write_hashes(name: str, hashes: list[str]) -> None:
     (``targets.container`` hands the file to it), and a rotation must not take it back.
     """
     path = keys_path(name)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".keys-")
-    with os.fdopen(fd, "w") as fh:
-        json.dump({"sha256": hashes}, fh)
-    os.chmod(tmp, 0o600)
-    with contextlib.suppress(FileNotFoundError):
-        before = path.stat()
-        if (before.st_uid, before.st_gid) != (os.getuid(), os.getgid()):
-            try:
-                os.chown(tmp, before.st_uid, before.st_gid)
-            except PermissionError:  # not root: we cannot give it away, so keep what the service could read
-                os.chmod(tmp, before.st_mode & 0o777)
-    os.replace(tmp, path)
+
+    def same_owner(tmp: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            before = path.stat()
+            if (before.st_uid, before.st_gid) != (os.getuid(), os.getgid()):
+                try:
+                    os.chown(tmp, before.st_uid, before.st_gid)
+                except PermissionError:  # not root: we cannot give it away, so keep what the service could read
+                    os.chmod(tmp, before.st_mode & 0o777)
+
+    write_private(path, json.dumps({"sha256": hashes}), same_owner)
 
 
 def redact_salt(name: str) -> str:

@@ -8,7 +8,6 @@ registry, and nothing from it but the sinks' secret-free descriptions reaches an
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ import cloudpickle
 
 from .. import config
 from ..capture.serialize import dump
+from ..files import write_private
 from .retrain import Options
 from .rules import AlertRule
 
@@ -45,7 +45,7 @@ def save_spec(spec: Spec) -> None:
     """Pickled by value (a notebook's retrain function travels with what it uses); a function that cannot be
     pickled is a ``CaptureError`` naming the member, before anything starts."""
     data = dump(spec, root="maintain(...)").data
-    _write(folder(spec.name) / SPEC, data)
+    write_private(folder(spec.name) / SPEC, data)
 
 
 def load_spec(name: str) -> Spec:
@@ -64,16 +64,7 @@ def load_state(name: str) -> dict[str, Any]:
 
 
 def save_state(name: str, state: dict[str, Any]) -> None:
-    _write(folder(name) / STATE, json.dumps(state, default=str).encode())
-
-
-def _write(path: Path, data: bytes) -> None:
-    """Atomically, owner-only: a reader never sees half a file."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-    os.replace(tmp, path)
+    write_private(folder(name) / STATE, json.dumps(state, default=str).encode())
 
 
 def read_pid(name: str) -> int | None:

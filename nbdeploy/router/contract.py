@@ -21,11 +21,12 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from ..files import write_private
 
 ENDPOINT_FILE = "endpoint.json"
 #: Taken (flock) around a read-modify-write of endpoint.json by ``update``: the SDK and the router both write it.
@@ -111,11 +112,7 @@ def read(path: Path) -> Endpoint:
 def write(path: Path, endpoint: Endpoint) -> None:
     """Atomically (the router never reads half a file), owner-only; bumps ``generation``."""
     endpoint.generation += 1
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".endpoint-")
-    with os.fdopen(fd, "w") as fh:
-        fh.write(endpoint.to_json())
-    os.chmod(tmp, 0o600)
-    os.replace(tmp, path)
+    write_private(path, endpoint.to_json())
 
 
 def update(path: Path, change: Callable[[Endpoint], Endpoint | None]) -> Endpoint | None:
