@@ -28,6 +28,26 @@ def test_usable_cores_is_at_least_one_and_at_most_the_affinity() -> None:
     assert workers("auto") == min(usable_cores(), 8) and workers("3") == 3 and workers("0") == 1
 
 
+def test_ready_only_when_every_worker_is_up(tmp_path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from nbdeploy.runtime.workers import Started
+
+    one = Started(1, tmp_path / "one")
+    assert one.all_up()  # a single worker is up when it answers
+    two = Started(2, tmp_path / "two")
+    two.add()
+    assert two.count() == 1 and not two.all_up()  # the first worker up, the second still loading
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (two.folder / str(dead.pid)).touch()  # a worker recycled by the watchdog left its file
+    assert two.count() == 1 and not (two.folder / str(dead.pid)).exists()
+    (two.folder / str(os.getppid())).touch()  # the second worker up
+    assert two.count() == 2 and two.all_up()
+
+
 def test_two_workers_answer_log_once_and_take_feedback_for_each_other(stop_after) -> None:
     rng = np.random.default_rng(3)
     X = pd.DataFrame(rng.normal(size=(400, 3)), columns=["a", "b", "c"])

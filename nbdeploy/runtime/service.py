@@ -24,7 +24,7 @@ from .recorder import Recorder
 from .redact import Redactor
 from .schema import InputError, arrays_to_model_input, count_rows, input_warning, names_warning
 from .watchdog import Watchdog
-from .workers import workers
+from .workers import Started, workers
 
 ARTIFACT_DIR = Path(__file__).resolve().parent.parent / "artifact"
 META = read_meta(ARTIFACT_DIR)
@@ -133,6 +133,8 @@ class NbdeployService:
         self.frame_limits = frames.Limits(MAX_ROWS, self.predictor.width, MAX_BODY_BYTES)
         self.watchdog = Watchdog(self._busy_since, TIMEOUT_S, RECYCLE_AFTER_S, lambda: self.recorder.flush(1.0)).start()
         self._dropped_reported = 0
+        self.started = Started(WORKERS)
+        self.started.add()
         # Made here, not at import: the SDK imports this module at every build, and Prometheus
         # refuses a second registration of the same name in one process.
         self._dropped_metric = bentoml.metrics.Counter(
@@ -144,8 +146,9 @@ class NbdeployService:
         return min((b.busy_since for b in self.batchers.values() if b.busy_since is not None), default=None)
 
     async def __is_ready__(self) -> bool:
-        """Not ready while a model call is stuck past the request timeout (the watchdog recycles the worker)."""
-        return not self.watchdog.degraded
+        """Not ready until every worker has loaded the model (``workers.Started``), nor while a model call is stuck
+        past the request timeout (the watchdog recycles the worker)."""
+        return not self.watchdog.degraded and self.started.all_up()
 
     def _record(
         self,
