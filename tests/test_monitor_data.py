@@ -126,3 +126,34 @@ def test_live_traffic_drift_and_feedback_accuracy():
         assert resp.status_code == 400 and "request_id" in resp.text
     finally:
         dep.stop()
+
+
+def test_logged_requests_parse_in_order_with_each_requests_row_count():
+    """``store.parse_logged``, the one parser of the panel, the drift reads and the maintenance windows: records of
+    many requests validated at once; a frame in split form, a refused request, unreadable JSON and outputs that are
+    not a list each keep their place (a count of 0 where nothing was kept)."""
+    import json
+
+    from nbdeploy.capture.schema import infer_schema
+    from nbdeploy.monitor.store import parse_logged
+
+    schema = infer_schema(pd.DataFrame({"a": [1.0, 2.0], "b": ["x", "y"]}))
+    rec = lambda rows: json.dumps([{"a": a, "b": b} for a, b in rows])  # noqa: E731
+    pairs = [
+        (rec([(1.0, "p")]), "[10]"),
+        (json.dumps({"columns": ["a", "b"], "data": [[2.0, "q"], [3.0, "r"]]}), "[20, 30]"),  # a frame's log
+        (rec([(4.0, "s")]), '{"classes": null}'),  # outputs that are not a list
+        ("not json", "[0]"),
+        (rec([(5.0, "t"), (6.0, "u")]), "[50, 60]"),
+    ]
+    frame, preds, counts = parse_logged(pairs, schema)
+    assert counts == [1, 2, 0, 0, 2]
+    assert preds == [10, 20, 30, 50, 60] and frame["a"].tolist() == [1.0, 2.0, 3.0, 5.0, 6.0]
+    assert frame["b"].tolist() == ["p", "q", "r", "t", "u"]
+    refused = [*pairs[:1], (json.dumps([{"a": "nope", "b": "z"}]), "[1]"), pairs[4]]  # one bad request among them
+    frame, preds, counts = parse_logged(refused, schema)
+    assert counts == [1, 0, 2] and preds == [10, 50, 60] and frame["a"].tolist() == [1.0, 5.0, 6.0]
+    every = [(rec([(float(i), "v")]), f"[{i}]") for i in range(3000)]  # the batched path, in order
+    frame, preds, counts = parse_logged(every, schema)
+    assert counts == [1] * 3000 and preds == list(range(3000))
+    assert frame["a"].tolist() == [float(i) for i in range(3000)]

@@ -34,7 +34,8 @@ def parse_logged(pairs: list[tuple[Any, Any]], schema: dict[str, Any]) -> tuple[
         if isinstance(out, list) and isinstance(value, list) and value and len(value) == len(out)
         and all(isinstance(r, dict) for r in value)
     ]  # fmt: skip
-    alone = [i for i, (_, out) in enumerate(loaded) if isinstance(out, list) and i not in set(records)]
+    batched = set(records)
+    alone = [i for i, (_, out) in enumerate(loaded) if isinstance(out, list) and i not in batched]
     if records:
         try:
             rows = _frame(to_model_input([r for i in records for r in loaded[i][0]], schema))
