@@ -128,7 +128,7 @@ def _secrets_of(sink: object) -> set[str]:
 #: the sinks' secrets, for the redaction below: kept here, not on the filter, because the filter hangs off the
 #: ``apprise`` logger, which every object holding a logger reaches (logging's manager knows all loggers): a model
 #: captured later would carry them to the secret scan, and a deployed artifact must never hold them
-_SECRETS: set[str] = set()
+_SECRETS: frozenset[str] = frozenset()  # replaced whole, never changed in place: a filter reads it without the lock
 _SECRETS_LOCK = threading.Lock()
 
 
@@ -137,11 +137,12 @@ class _Redactor(logging.Filter):
     (``Could not load Slack URL: slack://...``), and may echo a failed request's URL with its query."""
 
     def add(self, secrets: Iterable[str]) -> None:
+        global _SECRETS
         with _SECRETS_LOCK:
-            _SECRETS.update(s for s in secrets if len(s) >= _MIN_SECRET)
+            _SECRETS = _SECRETS | {s for s in secrets if len(s) >= _MIN_SECRET}
 
     def filter(self, record: logging.LogRecord) -> bool:
-        secrets = frozenset(_SECRETS)
+        secrets = _SECRETS
         if secrets:
             try:
                 message = record.getMessage()
