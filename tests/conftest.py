@@ -20,7 +20,7 @@ import pytest
 from nbdeploy.deployment import Deployment
 from nbdeploy.registry import Record, Registry
 from nbdeploy.targets import Running, Target, register_target, unregister_target
-from nbdeploy.targets._process import cmdline, members
+from nbdeploy.targets._process import cmdline, descendants, members
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -51,14 +51,6 @@ def _schedulers(home: str) -> list[int]:
     return found
 
 
-def _parent(pid: int) -> int:
-    with contextlib.suppress(OSError):
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("PPid:"):
-                return int(line.split()[1])
-    return -1
-
-
 @pytest.fixture(scope="session", autouse=True)
 def nbdeploy_home(tmp_path_factory: pytest.TempPathFactory):
     home = tmp_path_factory.mktemp("nbdeploy-home")
@@ -73,7 +65,8 @@ def nbdeploy_home(tmp_path_factory: pytest.TempPathFactory):
         with contextlib.suppress(OSError):
             os.kill(pid, 15)
     gc.collect()  # a panel dropped without close() ends its drift judge when collected
-    judges = [pid for pid in members(0, "nbdeploy.monitor.judge") if _parent(pid) == os.getpid()]
+    ours = set(descendants(os.getpid()))
+    judges = [pid for pid in members(0, "nbdeploy.monitor.judge") if pid in ours]
     left = [(pid, cmdline(pid)) for pid in members(0, str(home))] + [(pid, "scheduler") for pid in schedulers]
     left += [(pid, "a live panel's drift judge") for pid in judges]
     for pid, _ in left:

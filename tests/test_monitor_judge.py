@@ -9,12 +9,10 @@ again; closing the panel or the kernel's end of the pipe ends the worker. The CP
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import time
 import uuid
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -27,6 +25,7 @@ from nbdeploy.monitor.widget import Panel
 from nbdeploy.reference import save_reference
 from nbdeploy.registry import STOPPED, Registry
 from nbdeploy.runtime.recorder import Recorder
+from nbdeploy.targets._process import is_alive
 
 FEATURES = 40
 SHIFTED = ["f000", "f001", "f002"]
@@ -67,14 +66,7 @@ class Log:
 
 
 def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    with contextlib.suppress(OSError):  # a zombie is not alive
-        if Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1].startswith("Z"):
-            return False
-    return True
+    return is_alive(pid, "nbdeploy.monitor.judge")  # running (not a zombie) and still the judge
 
 
 def _gone(pid: int, within_s: float = 10.0) -> bool:
