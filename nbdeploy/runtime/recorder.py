@@ -121,12 +121,26 @@ def predicted_labels(method: str | None, values: Any, classes: Any) -> list[Any]
     return [classes[i] for i in picked]
 
 
+def _wal(con: sqlite3.Connection, deadline_s: float = 30.0) -> None:
+    """WAL mode; retried while another process holds the file: a journal-mode change gets SQLITE_BUSY at once,
+    without the busy timeout (seen: the second of two workers starting together died on 'database is locked')."""
+    end = time.monotonic() + deadline_s
+    while True:
+        try:
+            con.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > end:
+                raise
+            time.sleep(0.05)  # the other worker is creating the log this moment: a retry, not a synchronisation
+
+
 def connect(path: Path, readonly: bool = False) -> sqlite3.Connection:
     if readonly:
         con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
     else:
         con = sqlite3.connect(path, timeout=30)
-        con.execute("PRAGMA journal_mode=WAL")
+        _wal(con)
         con.execute("PRAGMA synchronous=NORMAL")  # WAL stays consistent; no fsync per commit
     con.execute("PRAGMA busy_timeout=10000")
     return con
